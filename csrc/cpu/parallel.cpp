@@ -1,0 +1,51 @@
+// parallel.cpp - thread-count state. The default honours OMP_NUM_THREADS
+// through omp_get_max_threads().
+#include "cpu/parallel.h"
+
+#include <atomic>
+#include <stdexcept>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace pyconv {
+
+static std::atomic<int> g_threads{0};
+
+int get_num_threads() {
+  int n = g_threads.load(std::memory_order_relaxed);
+  if (n <= 0) {
+#ifdef _OPENMP
+    n = omp_get_max_threads();
+#else
+    n = 1;
+#endif
+    if (n < 1) n = 1;
+    g_threads.store(n, std::memory_order_relaxed);
+  }
+  return n;
+}
+
+void set_num_threads(int n) {
+  if (n < 1) throw std::invalid_argument("num_threads must be >= 1");
+  g_threads.store(n, std::memory_order_relaxed);
+}
+
+bool openmp_enabled() {
+#ifdef _OPENMP
+  return true;
+#else
+  return false;
+#endif
+}
+
+int threads_for(double work, double serial_below) {
+  int nt = get_num_threads();
+  if (nt <= 1 || work < serial_below) return 1;
+  double per = work / serial_below;
+  if (per < nt) nt = (int)per < 1 ? 1 : (int)per;
+  return nt;
+}
+
+}  // namespace pyconv

@@ -1,0 +1,246 @@
+// gemm.cpp - packing and the Goto/BLIS loop nest:
+//   jc (NC columns of B/C) -> pc (KC of k; pack B) -> ic (MC rows; pack A)
+//     -> jr (NR) -> ir (MR) -> micro-kernel
+// Threads split the output into a tm x tn grid of tile-aligned blocks; each
+// thread runs the serial nest on its block with private packed buffers. The k
+// loop is never split, so every C element sees the same sequence of
+// operations whatever the thread count: results are bit-identical.
+#include "gemm/gemm.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <vector>
+
+#include "common.h"
+#include "cpu/parallel.h"
+
+namespace pyconv {
+namespace {
+
+// Packs an mc x kc block of A into MR-row micro-panels: [mc/MR][kc][MR],
+// zero-padding the last panel's missing rows.
+template <typename T>
+void pack_a(int MR, i64 mc, i64 kc, const T* A, i64 rsa, i64 csa, T* dst) {
+  for (i64 i0 = 0; i0 < mc; i0 += MR) {
+    const i64 mr = std::min<i64>(MR, mc - i0);
+    const T* src = A + i0 * rsa;
+    if (rsa == 1) {  // columns of A are contiguous: MR values per step
+      for (i64 p = 0; p < kc; ++p) {
+        const T* s = src + p * csa;
+        i64 i = 0;
+        for (; i < mr; ++i) dst[i] = s[i];
+        for (; i < MR; ++i) dst[i] = T(0);
+        dst += MR;
+      }
+    } else {  // rows of A run along k: read each row, scatter into the panel
+      for (i64 i = 0; i < mr; ++i) {
+        const T* s = src + i * rsa;
+        T* d = dst + i;
+        if (csa == 1)
+          for (i64 p = 0; p < kc; ++p) d[p * MR] = s[p];
+        else
+          for (i64 p = 0; p < kc; ++p) d[p * MR] = s[p * csa];
+      }
+      for (i64 i = mr; i < MR; ++i)
+        for (i64 p = 0; p < kc; ++p) dst[p * MR + i] = T(0);
+      dst += kc * MR;
+    }
+  }
+}
+
+// Packs a kc x nc block of B into NR-column micro-panels: [nc/NR][kc][NR],
+// zero-padding the last panel's missing columns.
+template <typename T>
+void pack_b(int NR, i64 kc, i64 nc, const T* B, i64 rsb, i64 csb, T* dst) {
+  for (i64 j0 = 0; j0 < nc; j0 += NR) {
+    const i64 nr = std::min<i64>(NR, nc - j0);
+    const T* src = B + j0 * csb;
+    if (csb == 1) {  // rows of B are contiguous
+      if (nr == NR) {
+        for (i64 p = 0; p < kc; ++p) std::memcpy(dst + p * NR, src + p * rsb, sizeof(T) * NR);
+      } else {
+        for (i64 p = 0; p < kc; ++p) {
+          const T* s = src + p * rsb;
+          T* d = dst + p * NR;
+          i64 j = 0;
+          for (; j < nr; ++j) d[j] = s[j];
+          for (; j < NR; ++j) d[j] = T(0);
+        }
+      }
+    } else {  // columns of B run along k: read each column contiguously if possible
+      for (i64 j = 0; j < nr; ++j) {
+        const T* s = src + j * csb;
+        T* d = dst + j;
+        if (rsb == 1)
+          for (i64 p = 0; p < kc; ++p) d[p * NR] = s[p];
+        else
+          for (i64 p = 0; p < kc; ++p) d[p * NR] = s[p * rsb];
+      }
+      for (i64 j = nr; j < NR; ++j)
+        for (i64 p = 0; p < kc; ++p) dst[p * NR + j] = T(0);
+    }
+    dst += kc * NR;
+  }
+}
+
+template <typename T>
+void gemm_serial(const GemmKernel<T>& K, i64 m0, i64 m1, i64 n0, i64 n1, i64 k,
+                 const T* A, i64 rsa, i64 csa, const T* B, i64 rsb, i64 csb,
+                 T beta, T* C, i64 ldc, T* bufA, T* bufB) {
+  const int MR = K.mr, NR = K.nr;
+  alignas(64) T tmp[16 * 64];  // an edge tile; mr*nr <= 16*64 for every kernel
+  for (i64 jc = n0; jc < n1; jc += K.nc) {
+    const i64 nc = std::min<i64>(K.nc, n1 - jc);
+    for (i64 pc = 0; pc < k; pc += K.kc) {
+      const i64 kc = std::min<i64>(K.kc, k - pc);
+      const T beta_eff = pc == 0 ? beta : T(1);
+      pack_b(NR, kc, nc, B + pc * rsb + jc * csb, rsb, csb, bufB);
+      for (i64 ic = m0; ic < m1; ic += K.mc) {
+        const i64 mc = std::min<i64>(K.mc, m1 - ic);
+        pack_a(MR, mc, kc, A + ic * rsa + pc * csa, rsa, csa, bufA);
+        for (i64 jr = 0; jr < nc; jr += NR) {
+          const i64 nr = std::min<i64>(NR, nc - jr);
+          const T* bp = bufB + jr * kc;
+          for (i64 ir = 0; ir < mc; ir += MR) {
+            const i64 mr = std::min<i64>(MR, mc - ir);
+            const T* ap = bufA + ir * kc;
+            T* c = C + (ic + ir) * ldc + jc + jr;
+            if (mr == MR && nr == NR) {
+              K.fn(kc, ap, bp, c, ldc, beta_eff);
+            } else {
+              K.fn(kc, ap, bp, tmp, NR, T(0));
+              for (i64 i = 0; i < mr; ++i)
+                for (i64 j = 0; j < nr; ++j) {
+                  T* cij = c + i * ldc + j;
+                  *cij = beta_eff == T(0) ? tmp[i * NR + j] : tmp[i * NR + j] + beta_eff * *cij;
+                }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// Packed-buffer storage for the threads of one call, owned by the calling
+// thread: concurrent calls from different Python threads never share it.
+struct GemmWorkspace {
+  std::vector<AlignedBuffer> bufs;
+};
+thread_local GemmWorkspace t_ws;
+
+// Chooses a tm x tn thread grid (tm * tn == nt) minimising the largest
+// per-thread block plus the redundant packing it causes.
+void thread_grid(int nt, i64 m, i64 n, i64 k, int MR, int NR, int* tm_out, int* tn_out) {
+  const i64 tiles_m = (m + MR - 1) / MR, tiles_n = (n + NR - 1) / NR;
+  double best = 1e300;
+  int btm = 1, btn = 1;
+  for (int tm = 1; tm <= nt; ++tm) {
+    if (nt % tm) continue;
+    const int tn = nt / tm;
+    if (tm > tiles_m || tn > tiles_n) continue;
+    const double bm = double((tiles_m + tm - 1) / tm) * MR;
+    const double bn = double((tiles_n + tn - 1) / tn) * NR;
+    const double cost = 2.0 * bm * bn * k + 4.0 * (bm * k + bn * k);
+    if (cost < best) { best = cost; btm = tm; btn = tn; }
+  }
+  *tm_out = btm;
+  *tn_out = btn;
+}
+
+// Splits `tiles` tiles into `parts` near-equal contiguous ranges.
+inline i64 split_point(i64 tiles, int parts, int idx, int tile) {
+  return (tiles * idx / parts) * tile;
+}
+
+}  // namespace
+
+template <typename T>
+void gemm(const GemmKernel<T>& K, i64 m, i64 n, i64 k, const T* A, i64 rsa, i64 csa,
+          const T* B, i64 rsb, i64 csb, T beta, T* C, i64 ldc, int nthreads) {
+  if (m <= 0 || n <= 0) return;
+  PYCONV_CHECK(ldc >= n, "gemm: ldc < n");
+  if (k <= 0) {  // C := beta * C
+    for (i64 i = 0; i < m; ++i)
+      for (i64 j = 0; j < n; ++j) {
+        T* cij = C + i * ldc + j;
+        *cij = beta == T(0) ? T(0) : beta * *cij;
+      }
+    return;
+  }
+  const double flops = 2.0 * double(m) * double(n) * double(k);
+  int nt = nthreads > 0 ? nthreads : threads_for(flops, 4.0e5);
+  int tm = 1, tn = 1;
+  if (nt > 1) thread_grid(nt, m, n, k, K.mr, K.nr, &tm, &tn);
+  nt = tm * tn;
+
+  const i64 kc = std::min<i64>(K.kc, k);
+  const i64 mc_max = std::min<i64>(K.mc, ((m + K.mr - 1) / K.mr) * K.mr);
+  const i64 nc_max = std::min<i64>(K.nc, ((n + K.nr - 1) / K.nr) * K.nr);
+  const std::size_t a_elems = std::size_t(mc_max) * kc;
+  const std::size_t b_elems = std::size_t(nc_max) * kc;
+  const std::size_t a_bytes = ((a_elems * sizeof(T)) + 63) & ~std::size_t(63);
+  const std::size_t bytes = a_bytes + b_elems * sizeof(T);
+  // All allocation happens here, outside the parallel region.
+  GemmWorkspace& ws = t_ws;
+  if ((int)ws.bufs.size() < nt) ws.bufs.resize(nt);
+  std::vector<char*> base(nt);
+  for (int t = 0; t < nt; ++t) base[t] = static_cast<char*>(ws.bufs[t].reserve(bytes));
+
+  const i64 tiles_m = (m + K.mr - 1) / K.mr, tiles_n = (n + K.nr - 1) / K.nr;
+  auto run = [&](int t) {
+    const int ti = t / tn, tj = t % tn;
+    const i64 m0 = split_point(tiles_m, tm, ti, K.mr);
+    const i64 m1 = std::min<i64>(m, split_point(tiles_m, tm, ti + 1, K.mr));
+    const i64 n0 = split_point(tiles_n, tn, tj, K.nr);
+    const i64 n1 = std::min<i64>(n, split_point(tiles_n, tn, tj + 1, K.nr));
+    if (m0 >= m1 || n0 >= n1) return;
+    T* bufA = reinterpret_cast<T*>(base[t]);
+    T* bufB = reinterpret_cast<T*>(base[t] + a_bytes);
+    gemm_serial(K, m0, m1, n0, n1, k, A, rsa, csa, B, rsb, csb, beta, C, ldc, bufA, bufB);
+  };
+  if (nt == 1) {
+    run(0);
+  } else {
+#pragma omp parallel for num_threads(nt) schedule(static, 1)
+    for (int t = 0; t < nt; ++t) run(t);
+  }
+}
+
+template <typename T>
+double ukernel_peak_gflops(const GemmKernel<T>& K, double seconds) {
+  // Panels small enough for L1; C tile reused. Measures the kernel's
+  // sustained FMA throughput on one thread.
+  const i64 kc = 128;
+  AlignedBuffer ba, bb, bc;
+  T* a = static_cast<T*>(ba.reserve(sizeof(T) * K.mr * kc));
+  T* b = static_cast<T*>(bb.reserve(sizeof(T) * K.nr * kc));
+  T* c = static_cast<T*>(bc.reserve(sizeof(T) * K.mr * K.nr));
+  for (i64 i = 0; i < K.mr * kc; ++i) a[i] = T(1e-3) * T(i % 7);
+  for (i64 i = 0; i < K.nr * kc; ++i) b[i] = T(1e-3) * T(i % 5);
+  K.fn(kc, a, b, c, K.nr, T(0));
+  using clk = std::chrono::steady_clock;
+  double best = 0;
+  const auto t_end = clk::now() + std::chrono::duration<double>(seconds);
+  while (clk::now() < t_end) {
+    const int reps = 2000;
+    auto t0 = clk::now();
+    for (int r = 0; r < reps; ++r) K.fn(kc, a, b, c, K.nr, T(1));
+    const double dt = std::chrono::duration<double>(clk::now() - t0).count();
+    const double gf = 2.0 * K.mr * K.nr * kc * reps / dt * 1e-9;
+    best = std::max(best, gf);
+  }
+  volatile T sink = c[0];
+  (void)sink;
+  return best;
+}
+
+template void gemm<float>(const GemmKernel<float>&, i64, i64, i64, const float*, i64, i64,
+                          const float*, i64, i64, float, float*, i64, int);
+template void gemm<double>(const GemmKernel<double>&, i64, i64, i64, const double*, i64, i64,
+                           const double*, i64, i64, double, double*, i64, int);
+template double ukernel_peak_gflops<float>(const GemmKernel<float>&, double);
+template double ukernel_peak_gflops<double>(const GemmKernel<double>&, double);
+
+}  // namespace pyconv

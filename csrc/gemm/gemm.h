@@ -1,0 +1,69 @@
+// gemm.h - the packed GEMM engine (Goto/BLIS loop nest) and the micro-kernel
+// contract. See csrc/README.md for the packed-panel diagram.
+//
+//   C[m x n] := A[m x k] * B[k x n] + beta * C
+//
+// A and B are read through arbitrary element strides (rs = row stride,
+// cs = column stride; negative strides are allowed), so transposed and
+// non-contiguous operands need no copy. C is row-major with leading
+// dimension ldc >= n. beta == 0 never reads C (it may hold NaN garbage).
+#pragma once
+#include <cstdint>
+
+#include "cpu/cpuinfo.h"
+
+namespace pyconv {
+
+using i64 = std::int64_t;
+
+// Micro-kernel: C[MR x NR] := Apanel * Bpanel + beta * C, over kc steps.
+//   a: packed A micro-panel, kc columns of MR contiguous values   [kc][MR]
+//   b: packed B micro-panel, kc rows of NR contiguous values      [kc][NR]
+//   c: row-major MR x NR tile with row stride ldc                 [MR][ldc]
+// a and b are 64-byte aligned; c has no alignment guarantee.
+template <typename T>
+using ukernel_fn = void (*)(i64 kc, const T* a, const T* b, T* c, i64 ldc, T beta);
+
+template <typename T>
+struct GemmKernel {
+  const char* name;  // e.g. "sgemm_ukernel_6x16__avx2"
+  Isa isa;
+  int mr, nr;        // register block
+  int mc, kc, nc;    // cache blocks (mc % mr == 0, nc % nr == 0)
+  ukernel_fn<T> fn;
+};
+
+// The kernel table: one entry per ISA and dtype (dispatch.cpp).
+template <typename T>
+const GemmKernel<T>& gemm_kernel(Isa isa);
+template <typename T>
+inline const GemmKernel<T>& active_gemm_kernel() { return gemm_kernel<T>(active_isa()); }
+
+// Per-ISA kernel entries (defined in ukernel_<isa>.cpp). The AVX entries are
+// only called after the CPU check in dispatch.cpp.
+extern const GemmKernel<float> sgemm_ref, sgemm_avx2, sgemm_avx512;
+extern const GemmKernel<double> dgemm_ref, dgemm_avx2, dgemm_avx512;
+
+// The full GEMM with the given kernel. nthreads <= 0 means "library default";
+// threads split output tiles only, never k, so results do not depend on the
+// thread count.
+template <typename T>
+void gemm(const GemmKernel<T>& K, i64 m, i64 n, i64 k,
+          const T* A, i64 rsa, i64 csa,
+          const T* B, i64 rsb, i64 csb,
+          T beta, T* C, i64 ldc, int nthreads = 0);
+
+// Convenience: the active ISA's kernel.
+template <typename T>
+inline void gemm(i64 m, i64 n, i64 k, const T* A, i64 rsa, i64 csa,
+                 const T* B, i64 rsb, i64 csb, T beta, T* C, i64 ldc,
+                 int nthreads = 0) {
+  gemm(active_gemm_kernel<T>(), m, n, k, A, rsa, csa, B, rsb, csb, beta, C, ldc, nthreads);
+}
+
+// Runs the micro-kernel on L1-resident panels for about `seconds` and
+// returns the achieved GFLOP/s: the bench's measured FMA peak.
+template <typename T>
+double ukernel_peak_gflops(const GemmKernel<T>& K, double seconds);
+
+}  // namespace pyconv

@@ -1,0 +1,57 @@
+// ukernel_body.h - the register-blocked micro-kernel, written once over a
+// small vector-ops struct V and included by each per-ISA file INSIDE an
+// anonymous namespace. Every instantiation therefore has internal linkage
+// and cannot be merged by the linker into another ISA's code path.
+//
+// Maths: C[MR x NR] := A*B + beta*C with NR = NV * V::lanes.
+// Packed layout (csrc/README.md): a = [kc][MR], b = [kc][NR].
+// Vectors run along n (the spatial axis for convolution); A is broadcast.
+//
+// Required of V: type `reg`, constant `lanes`, and
+//   zero(), load(const T*), store(T*, reg), bcast(const T*), fma(a, b, c) = a*b+c,
+//   add(a, b), mul(a, b), set1(T).
+
+template <class V, int MR, int NV, typename T>
+static void ukernel_body(i64 kc, const T* __restrict a, const T* __restrict b,
+                         T* __restrict c, i64 ldc, T beta) {
+  constexpr int L = V::lanes;
+  typename V::reg acc[MR][NV];
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[i][v] = V::zero();
+
+  for (i64 p = 0; p < kc; ++p) {
+    typename V::reg bv[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) bv[v] = V::load(b + v * L);
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i) {
+      typename V::reg av = V::bcast(a + i);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[i][v] = V::fma(av, bv[v], acc[i][v]);
+    }
+    a += MR;
+    b += NV * L;
+  }
+
+  if (beta == T(0)) {
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) V::store(c + i * ldc + v * L, acc[i][v]);
+  } else if (beta == T(1)) {
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v)
+        V::store(c + i * ldc + v * L, V::add(acc[i][v], V::load(c + i * ldc + v * L)));
+  } else {
+    typename V::reg bt = V::set1(beta);
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v)
+        V::store(c + i * ldc + v * L, V::fma(bt, V::load(c + i * ldc + v * L), acc[i][v]));
+  }
+}

@@ -1,0 +1,24 @@
+// im2col.h - the column transform of convolution and its adjoint.
+//
+// For one image x[C][H][W] and output rows [oy0, oy1):
+//   col[r][(oy - oy0) * OW + ox] = x[c][oy*SH - PT + ky*DH][ox*SW - PL + kx*DW]
+// with r = (c*KH + ky)*KW + kx, and 0 where the tap falls in padding.
+// col2im is the exact adjoint: it ADDS each col entry back into dx.
+// nthreads <= 0 picks a count from the work size; 1 runs serially (for use
+// inside an outer parallel loop).
+#pragma once
+#include "common.h"
+
+namespace pyconv {
+
+// x: [C][H][W]; col: [C*KH*KW][ldcol] (ldcol >= (oy1-oy0)*OW)
+template <typename T>
+void im2col_rows(const Conv2dParams& p, const T* x, i64 oy0, i64 oy1, T* col, i64 ldcol,
+                 int nthreads = 0);
+
+// col: [C*KH*KW][ldcol]; dx: [C][H][W], accumulated into (dx += col2im(col)).
+template <typename T>
+void col2im_rows(const Conv2dParams& p, const T* col, i64 ldcol, i64 oy0, i64 oy1, T* dx,
+                 int nthreads = 0);
+
+}  // namespace pyconv
