@@ -49,44 +49,76 @@ void pack_a(int MR, i64 mc, i64 kc, const T* A, i64 rsa, i64 csa, T* dst) {
   }
 }
 
+// Copies one row segment into `panels` consecutive micro-panels. The
+// constant size makes each memcpy a few inline vector moves.
+template <int NR, typename T>
+inline void copy_panels(i64 panels, const T* s, T* d, i64 panel_stride) {
+  for (i64 jp = 0; jp < panels; ++jp) std::memcpy(d + jp * panel_stride, s + jp * NR, sizeof(T) * NR);
+}
+
 // Packs a kc x nc block of B into NR-column micro-panels: [nc/NR][kc][NR],
-// zero-padding the last panel's missing columns.
+// zero-padding the last panel's missing columns. Row-major B is read row by
+// row across all panels (one sequential stream per row, which the hardware
+// prefetcher follows); reading panel by panel instead touches kc rows at a
+// large stride for every 64 bytes and ran latency-bound.
 template <typename T>
 void pack_b(int NR, i64 kc, i64 nc, const T* B, i64 rsb, i64 csb, T* dst) {
+  const i64 full = nc / NR, rem = nc - full * NR;
+  const i64 panel = kc * NR;
+  if (csb == 1) {
+    for (i64 p = 0; p < kc; ++p) {
+      const T* s = B + p * rsb;
+      T* d = dst + p * NR;
+      switch (NR) {
+        case 8: copy_panels<8>(full, s, d, panel); break;
+        case 16: copy_panels<16>(full, s, d, panel); break;
+        case 32: copy_panels<32>(full, s, d, panel); break;
+        default:
+          for (i64 jp = 0; jp < full; ++jp)
+            for (int j = 0; j < NR; ++j) d[jp * panel + j] = s[jp * NR + j];
+      }
+      if (rem) {
+        T* dr = d + full * panel;
+        const T* sr = s + full * NR;
+        i64 j = 0;
+        for (; j < rem; ++j) dr[j] = sr[j];
+        for (; j < NR; ++j) dr[j] = T(0);
+      }
+    }
+    return;
+  }
+  // Columns of B run along k (e.g. a transposed operand): read each column
+  // contiguously if possible and scatter it into its panel.
   for (i64 j0 = 0; j0 < nc; j0 += NR) {
     const i64 nr = std::min<i64>(NR, nc - j0);
     const T* src = B + j0 * csb;
-    if (csb == 1) {  // rows of B are contiguous
-      if (nr == NR) {
-        for (i64 p = 0; p < kc; ++p) std::memcpy(dst + p * NR, src + p * rsb, sizeof(T) * NR);
-      } else {
-        for (i64 p = 0; p < kc; ++p) {
-          const T* s = src + p * rsb;
-          T* d = dst + p * NR;
-          i64 j = 0;
-          for (; j < nr; ++j) d[j] = s[j];
-          for (; j < NR; ++j) d[j] = T(0);
-        }
-      }
-    } else {  // columns of B run along k: read each column contiguously if possible
-      for (i64 j = 0; j < nr; ++j) {
-        const T* s = src + j * csb;
-        T* d = dst + j;
-        if (rsb == 1)
-          for (i64 p = 0; p < kc; ++p) d[p * NR] = s[p];
-        else
-          for (i64 p = 0; p < kc; ++p) d[p * NR] = s[p * rsb];
-      }
-      for (i64 j = nr; j < NR; ++j)
-        for (i64 p = 0; p < kc; ++p) dst[p * NR + j] = T(0);
+    for (i64 j = 0; j < nr; ++j) {
+      const T* s = src + j * csb;
+      T* d = dst + j;
+      if (rsb == 1)
+        for (i64 p = 0; p < kc; ++p) d[p * NR] = s[p];
+      else
+        for (i64 p = 0; p < kc; ++p) d[p * NR] = s[p * rsb];
     }
-    dst += kc * NR;
+    for (i64 j = nr; j < NR; ++j)
+      for (i64 p = 0; p < kc; ++p) dst[p * NR + j] = T(0);
+    dst += panel;
   }
 }
 
 template <typename T>
+struct StridedB {
+  const T* B;
+  i64 rsb, csb;
+  static void pack(const void* ctx, i64 p0, i64 kc, i64 j0, i64 nc, int NR, T* dst) {
+    const StridedB* s = static_cast<const StridedB*>(ctx);
+    pack_b(NR, kc, nc, s->B + p0 * s->rsb + j0 * s->csb, s->rsb, s->csb, dst);
+  }
+};
+
+template <typename T>
 void gemm_serial(const GemmKernel<T>& K, i64 m0, i64 m1, i64 n0, i64 n1, i64 k,
-                 const T* A, i64 rsa, i64 csa, const T* B, i64 rsb, i64 csb,
+                 const T* A, i64 rsa, i64 csa, const BPacker<T>& B,
                  T beta, T* C, i64 ldc, T* bufA, T* bufB) {
   const int MR = K.mr, NR = K.nr;
   alignas(64) T tmp[16 * 64];  // an edge tile; mr*nr <= 16*64 for every kernel
@@ -95,7 +127,7 @@ void gemm_serial(const GemmKernel<T>& K, i64 m0, i64 m1, i64 n0, i64 n1, i64 k,
     for (i64 pc = 0; pc < k; pc += K.kc) {
       const i64 kc = std::min<i64>(K.kc, k - pc);
       const T beta_eff = pc == 0 ? beta : T(1);
-      pack_b(NR, kc, nc, B + pc * rsb + jc * csb, rsb, csb, bufB);
+      B.fn(B.ctx, pc, kc, jc, nc, NR, bufB);
       for (i64 ic = m0; ic < m1; ic += K.mc) {
         const i64 mc = std::min<i64>(K.mc, m1 - ic);
         pack_a(MR, mc, kc, A + ic * rsa + pc * csa, rsa, csa, bufA);
@@ -159,6 +191,14 @@ inline i64 split_point(i64 tiles, int parts, int idx, int tile) {
 template <typename T>
 void gemm(const GemmKernel<T>& K, i64 m, i64 n, i64 k, const T* A, i64 rsa, i64 csa,
           const T* B, i64 rsb, i64 csb, T beta, T* C, i64 ldc, int nthreads) {
+  const StridedB<T> sb{B, rsb, csb};
+  gemm_packed_b(K, m, n, k, A, rsa, csa, BPacker<T>{&StridedB<T>::pack, &sb}, beta, C, ldc,
+                nthreads);
+}
+
+template <typename T>
+void gemm_packed_b(const GemmKernel<T>& K, i64 m, i64 n, i64 k, const T* A, i64 rsa, i64 csa,
+                   const BPacker<T>& B, T beta, T* C, i64 ldc, int nthreads) {
   if (m <= 0 || n <= 0) return;
   PYCONV_CHECK(ldc >= n, "gemm: ldc < n");
   if (k <= 0) {  // C := beta * C
@@ -177,7 +217,9 @@ void gemm(const GemmKernel<T>& K, i64 m, i64 n, i64 k, const T* A, i64 rsa, i64 
 
   const i64 kc = std::min<i64>(K.kc, k);
   const i64 mc_max = std::min<i64>(K.mc, ((m + K.mr - 1) / K.mr) * K.mr);
-  const i64 nc_max = std::min<i64>(K.nc, ((n + K.nr - 1) / K.nr) * K.nr);
+  static const i64 nc_env = getenv("PYCONV_NC") ? atoll(getenv("PYCONV_NC")) : 0;  // TEMP
+  GemmKernel<T> KK = K; if (nc_env) KK.nc = nc_env;
+  const i64 nc_max = std::min<i64>(KK.nc, ((n + K.nr - 1) / K.nr) * K.nr);
   const std::size_t a_elems = std::size_t(mc_max) * kc;
   const std::size_t b_elems = std::size_t(nc_max) * kc;
   const std::size_t a_bytes = ((a_elems * sizeof(T)) + 63) & ~std::size_t(63);
@@ -198,7 +240,7 @@ void gemm(const GemmKernel<T>& K, i64 m, i64 n, i64 k, const T* A, i64 rsa, i64 
     if (m0 >= m1 || n0 >= n1) return;
     T* bufA = reinterpret_cast<T*>(base[t]);
     T* bufB = reinterpret_cast<T*>(base[t] + a_bytes);
-    gemm_serial(K, m0, m1, n0, n1, k, A, rsa, csa, B, rsb, csb, beta, C, ldc, bufA, bufB);
+    gemm_serial(KK, m0, m1, n0, n1, k, A, rsa, csa, B, beta, C, ldc, bufA, bufB);
   };
   if (nt == 1) {
     run(0);
@@ -240,6 +282,10 @@ template void gemm<float>(const GemmKernel<float>&, i64, i64, i64, const float*,
                           const float*, i64, i64, float, float*, i64, int);
 template void gemm<double>(const GemmKernel<double>&, i64, i64, i64, const double*, i64, i64,
                            const double*, i64, i64, double, double*, i64, int);
+template void gemm_packed_b<float>(const GemmKernel<float>&, i64, i64, i64, const float*, i64, i64,
+                                   const BPacker<float>&, float, float*, i64, int);
+template void gemm_packed_b<double>(const GemmKernel<double>&, i64, i64, i64, const double*, i64,
+                                    i64, const BPacker<double>&, double, double*, i64, int);
 template double ukernel_peak_gflops<float>(const GemmKernel<float>&, double);
 template double ukernel_peak_gflops<double>(const GemmKernel<double>&, double);
 

@@ -44,6 +44,21 @@ inline const GemmKernel<T>& active_gemm_kernel() { return gemm_kernel<T>(active_
 extern const GemmKernel<float> sgemm_ref, sgemm_avx2, sgemm_avx512;
 extern const GemmKernel<double> dgemm_ref, dgemm_avx2, dgemm_avx512;
 
+// A source of B panels. fn packs the block B[p0 : p0+kc, j0 : j0+nc] into
+// NR-column micro-panels [ceil(nc/NR)][kc][NR], zero-padding missing
+// columns. This lets convolution pack straight from the image (implicit
+// GEMM) instead of materialising the im2col matrix.
+template <typename T>
+struct BPacker {
+  void (*fn)(const void* ctx, i64 p0, i64 kc, i64 j0, i64 nc, int NR, T* dst);
+  const void* ctx;
+};
+
+// GEMM whose B comes from a packer (same contract as gemm otherwise).
+template <typename T>
+void gemm_packed_b(const GemmKernel<T>& K, i64 m, i64 n, i64 k, const T* A, i64 rsa, i64 csa,
+                   const BPacker<T>& B, T beta, T* C, i64 ldc, int nthreads = 0);
+
 // The full GEMM with the given kernel. nthreads <= 0 means "library default";
 // threads split output tiles only, never k, so results do not depend on the
 // thread count.

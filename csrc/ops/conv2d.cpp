@@ -48,24 +48,24 @@ i64 band_rows(const Conv2dParams& p) {
   return std::max<i64>(1, std::min<i64>(p.OH, kColCap / std::max<i64>(per_row, 1)));
 }
 
-// y_n = W * im2col(x_n) for one image; `gemm_threads`/`col_threads` are 1
-// when called inside a parallel loop over images.
+// y_n = W * im2col(x_n) for one image, with B packed straight from the image
+// (implicit GEMM: no column buffer). gemm_threads is 1 inside a parallel
+// loop over images. p may carry negative padding (backward-data uses it).
 template <typename T>
-void forward_image(const Conv2dParams& p, const T* xn, const T* w, T* yn, T* col,
-                   i64 rows, int gemm_threads, int col_threads) {
+void forward_image(const Conv2dParams& p, const T* xn, const T* w, T* yn, int gemm_threads) {
   const i64 K = p.K(), OCg = p.OCg(), OHW = p.OHW();
-  if (p.is_pointwise()) {
-    for (i64 g = 0; g < p.G; ++g)
-      gemm<T>(OCg, OHW, K, w + g * OCg * K, K, 1, xn + g * K * OHW, OHW, 1, T(0),
-              yn + g * OCg * OHW, OHW, gemm_threads);
-    return;
-  }
-  for (i64 oy0 = 0; oy0 < p.OH; oy0 += rows) {
-    const i64 oy1 = std::min(p.OH, oy0 + rows), L = (oy1 - oy0) * p.OW;
-    im2col_rows(p, xn, oy0, oy1, col, L, col_threads);
-    for (i64 g = 0; g < p.G; ++g)
-      gemm<T>(OCg, L, K, w + g * OCg * K, K, 1, col + g * K * L, L, 1, T(0),
-              yn + g * OCg * OHW + oy0 * p.OW, OHW, gemm_threads);
+  const GemmKernel<T>& kern = active_gemm_kernel<T>();
+  for (i64 g = 0; g < p.G; ++g) {
+    const T* xg = xn + g * p.Cg() * p.H * p.W;
+    const T* wg = w + g * OCg * K;
+    T* yg = yn + g * OCg * OHW;
+    if (p.is_pointwise()) {
+      gemm<T>(kern, OCg, OHW, K, wg, K, 1, xg, OHW, 1, T(0), yg, OHW, gemm_threads);
+    } else {
+      const Im2colB<T> src{&p, xg};
+      gemm_packed_b<T>(kern, OCg, OHW, K, wg, K, 1, BPacker<T>{&im2col_pack_b<T>, &src}, T(0), yg,
+                       OHW, gemm_threads);
+    }
   }
 }
 
@@ -127,24 +127,48 @@ void for_each_image(const Conv2dParams& p, double flops_per_image, i64 scratch_e
   }
 }
 
+template <typename T>
+void forward_all(const Conv2dParams& p, const T* x, const T* w, T* y) {
+  const double flops = 2.0 * p.OC * p.K() * p.OHW();
+  const i64 xs = p.C * p.H * p.W, ys = p.OC * p.OHW();
+  for_each_image<T>(p, flops, 0, [&](i64 n, T*, int gt, int) {
+    forward_image(p, x + n * xs, w, y + n * ys, gt);
+  });
+}
+
 }  // namespace
 
 template <typename T>
 void conv2d_forward(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y) {
   p.validate();
-  const i64 rows = band_rows(p);
-  const i64 col_elems = p.is_pointwise() ? 0 : p.C * p.KH * p.KW * rows * p.OW;
-  const double flops = 2.0 * p.OC * p.K() * p.OHW();
-  const i64 xs = p.C * p.H * p.W, ys = p.OC * p.OHW();
-  for_each_image<T>(p, flops, col_elems, [&](i64 n, T* col, int gt, int ct) {
-    forward_image(p, x + n * xs, w, y + n * ys, col, rows, gt, ct);
-  });
+  forward_all(p, x, w, y);
   if (b) add_bias(p, b, y);
 }
 
 template <typename T>
 void conv2d_backward_data(const Conv2dParams& p, const T* dy, const T* w, T* dx) {
   p.validate();
+  if (p.SH == 1 && p.SW == 1 && !p.is_pointwise()) {
+    // Stride 1: dx is a forward convolution of dy with the flipped,
+    // group-transposed weights and padding d*(k-1) - pad (which may be
+    // negative): no col2im scatter.
+    const i64 Cg = p.Cg(), OCg = p.OCg(), KK = p.KH * p.KW;
+    T* wt = t_scratch.get<T>(0, p.OC * Cg * KK);
+    for (i64 g = 0; g < p.G; ++g)
+      for (i64 o = 0; o < OCg; ++o)
+        for (i64 c = 0; c < Cg; ++c) {
+          const T* src = w + ((g * OCg + o) * Cg + c) * KK;
+          T* d = wt + ((g * Cg + c) * OCg + o) * KK;
+          for (i64 t = 0; t < KK; ++t) d[t] = src[KK - 1 - t];
+        }
+    Conv2dParams q = p;
+    q.C = p.OC; q.H = p.OH; q.W = p.OW;
+    q.OC = p.C; q.OH = p.H; q.OW = p.W;
+    q.PT = p.DH * (p.KH - 1) - p.PT;
+    q.PL = p.DW * (p.KW - 1) - p.PL;
+    forward_all(q, dy, wt, dx);
+    return;
+  }
   const i64 rows = band_rows(p);
   const i64 col_elems = p.is_pointwise() ? 0 : p.C * p.KH * p.KW * rows * p.OW;
   const double flops = 2.0 * p.OC * p.K() * p.OHW();

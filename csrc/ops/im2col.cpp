@@ -87,6 +87,81 @@ void col2im_rows(const Conv2dParams& p, const T* col, i64 ldcol, i64 oy0, i64 oy
   }
 }
 
+namespace {
+
+// One row of the implicit column matrix: out[j - j0] for j in [j0, j1).
+template <typename T>
+void im2col_row(const Conv2dParams& p, const T* xc, i64 ky, i64 kx, i64 j0, i64 j1, T* out) {
+  const i64 xoff = kx * p.DW - p.PL;
+  i64 lo, hi;
+  valid_range(p.W, p.OW, p.SW, xoff, &lo, &hi);
+  i64 oy = j0 / p.OW, ox0 = j0 - oy * p.OW;
+  for (i64 j = j0; j < j1; ++oy, ox0 = 0) {
+    const i64 ox1 = std::min<i64>(p.OW, ox0 + (j1 - j));
+    T* d = out + (j - j0) - ox0;  // d[ox] is column (oy, ox)
+    const i64 iy = oy * p.SH - p.PT + ky * p.DH;
+    if (iy < 0 || iy >= p.H) {
+      for (i64 ox = ox0; ox < ox1; ++ox) d[ox] = T(0);
+    } else {
+      const T* row = xc + iy * p.W;
+      const i64 a = std::max(ox0, lo), b = std::min(ox1, hi);
+      i64 ox = ox0;
+      for (; ox < a && ox < ox1; ++ox) d[ox] = T(0);
+      if (p.SW == 1)
+        for (; ox < b; ++ox) d[ox] = row[ox + xoff];
+      else
+        for (; ox < b; ++ox) d[ox] = row[ox * p.SW + xoff];
+      for (; ox < ox1; ++ox) d[ox] = T(0);
+    }
+    j += ox1 - ox0;
+  }
+}
+
+template <int NR, typename T>
+inline void scatter_panels(i64 panels, const T* s, T* d, i64 panel_stride) {
+  for (i64 jp = 0; jp < panels; ++jp) std::memcpy(d + jp * panel_stride, s + jp * NR, sizeof(T) * NR);
+}
+
+}  // namespace
+
+template <typename T>
+void im2col_pack_b(const void* ctx, i64 p0, i64 kc, i64 j0, i64 nc, int NR, T* dst) {
+  const Im2colB<T>& B = *static_cast<const Im2colB<T>*>(ctx);
+  const Conv2dParams& p = *B.p;
+  constexpr i64 kChunk = 2048;  // columns per pass: the row buffer stays in L1
+  alignas(64) T row[kChunk];
+  const i64 panel = kc * NR;
+  for (i64 jc = 0; jc < nc; jc += kChunk) {  // jc is a multiple of NR
+    const i64 n = std::min(kChunk, nc - jc);
+    T* dchunk = dst + (jc / NR) * panel;
+    i64 c = p0 / (p.KH * p.KW), r = p0 % (p.KH * p.KW);
+    i64 ky = r / p.KW, kx = r % p.KW;
+    for (i64 q = 0; q < kc; ++q) {
+      im2col_row(p, B.x + c * p.H * p.W, ky, kx, j0 + jc, j0 + jc + n, row);
+      T* d = dchunk + q * NR;
+      const i64 full = n / NR;
+      switch (NR) {  // constant-size copies become inline vector moves
+        case 8: scatter_panels<8>(full, row, d, panel); break;
+        case 16: scatter_panels<16>(full, row, d, panel); break;
+        case 32: scatter_panels<32>(full, row, d, panel); break;
+        default:
+          for (i64 jp = 0; jp < full; ++jp)
+            for (int t = 0; t < NR; ++t) d[jp * panel + t] = row[jp * NR + t];
+      }
+      i64 j = full * NR;
+      d += full * panel;
+      if (j < n) {
+        int t = 0;
+        for (; t < n - j; ++t) d[t] = row[j + t];
+        for (; t < NR; ++t) d[t] = T(0);
+      }
+      if (++kx == p.KW) { kx = 0; if (++ky == p.KH) { ky = 0; ++c; } }
+    }
+  }
+}
+
+template void im2col_pack_b<float>(const void*, i64, i64, i64, i64, int, float*);
+template void im2col_pack_b<double>(const void*, i64, i64, i64, i64, int, double*);
 template void im2col_rows<float>(const Conv2dParams&, const float*, i64, i64, float*, i64, int);
 template void im2col_rows<double>(const Conv2dParams&, const double*, i64, i64, double*, i64, int);
 template void col2im_rows<float>(const Conv2dParams&, const float*, i64, i64, i64, float*, int);

@@ -21,4 +21,17 @@ template <typename T>
 void col2im_rows(const Conv2dParams& p, const T* col, i64 ldcol, i64 oy0, i64 oy1, T* dx,
                  int nthreads = 0);
 
+// Implicit im2col: a GEMM B-packer (see BPacker in gemm/gemm.h) that packs
+// B = im2col(x) for one image and one group straight from the image, so the
+// column matrix is never materialised. Row p of B is (c, ky, kx) with c in
+// [0, Cg); column j is output position (j / OW, j % OW). Padding may be
+// negative here (the taps are bounds-checked), which backward-data uses.
+template <typename T>
+struct Im2colB {
+  const Conv2dParams* p;
+  const T* x;  // [Cg][H][W]: the group's first channel of one image
+};
+template <typename T>
+void im2col_pack_b(const void* ctx, i64 p0, i64 kc, i64 j0, i64 nc, int NR, T* dst);
+
 }  // namespace pyconv

@@ -1,0 +1,698 @@
+"""Check-then-time benchmark harness (the llm.c ``dev/cuda`` pattern).
+
+For every shape and direction the runner
+
+1. **checks** pyconv's result against a float64 reference (torch when it is
+   installed, else the NumPy im2col baseline) and marks the row ok / FAIL;
+2. **times** pyconv, torch and the NumPy baseline: warm-up calls, then repeats
+   until ``reps`` calls or the time budget, and keeps the median;
+3. prints the napkin maths: GFLOP/s, % of the measured peak (the single-thread
+   micro-kernel peak times the thread count) and time ratios (>1: pyconv is
+   faster).
+
+All three libraries run with the same thread count: ``pyconv.set_num_threads``,
+``torch.set_num_threads`` and the OpenBLAS pool behind ``numpy.matmul`` (see
+:class:`pyconv.bench.baselines.BlasThreads`). Each library is timed in its own
+block of calls so that two thread pools never alternate call by call.
+
+Determinism: pyconv promises results independent of the thread count. After
+the first thread count the runner hashes pyconv's output and, when it matches
+the first run bit for bit, reuses that run's check; otherwise it re-checks
+against the reference and marks the row with ``*``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+import pyconv
+
+from . import baselines as B
+from .shapes import ConvShape, GemmShape, conv_suite, gemm_suite, parse_descriptor
+
+__all__ = ["Options", "main", "run", "time_fn", "check_close"]
+
+DIRECTIONS = ("fwd", "bwd_d", "bwd_w")
+SECTIONS = ("conv", "gemm")
+REGRESSION_DROP = 0.10  # --compare flags a GFLOP/s drop larger than this
+
+
+# --------------------------------------------------------------------------
+# options
+# --------------------------------------------------------------------------
+@dataclass
+class Options:
+    quick: bool = False
+    threads: List[int] = field(default_factory=list)  # [] -> pyconv's current count
+    dtype: str = "float32"
+    directions: Sequence[str] = DIRECTIONS
+    sections: Sequence[str] = SECTIONS
+    filter: Optional[str] = None
+    shapes: List[str] = field(default_factory=list)  # extra descriptors (replace the suite)
+    use_torch: bool = True
+    use_numpy: bool = True
+    reps: Optional[int] = None
+    budget: Optional[float] = None
+    warmup: Optional[int] = None
+    numpy_max_s: Optional[float] = None
+    json_path: Optional[str] = None
+    compare_path: Optional[str] = None
+    fail_on_regression: bool = False
+    seed: int = 0
+
+    # Defaults that depend on --quick.
+    def n_reps(self) -> int:
+        return self.reps if self.reps is not None else (5 if self.quick else 30)
+
+    def t_budget(self) -> float:
+        return self.budget if self.budget is not None else (0.15 if self.quick else 1.0)
+
+    def n_warmup(self) -> int:
+        return self.warmup if self.warmup is not None else (1 if self.quick else 2)
+
+    def np_max_s(self) -> float:
+        # The NumPy baseline is skipped ('-') where one call is estimated to take longer.
+        return self.numpy_max_s if self.numpy_max_s is not None else (0.3 if self.quick else 1.5)
+
+
+# --------------------------------------------------------------------------
+# timing and checking
+# --------------------------------------------------------------------------
+def time_fn(fn: Callable[[], object], reps: int, budget: float, warmup: int = 1,
+            min_reps: int = 3) -> float:
+    """Median seconds per call: ``warmup`` untimed calls, then up to ``reps`` timed
+    calls, stopping early (after at least ``min_reps``) once ``budget`` seconds pass."""
+    for _ in range(max(warmup, 0)):
+        fn()
+    times = []
+    t_end = time.perf_counter() + budget
+    while len(times) < max(reps, 1):
+        t0 = time.perf_counter()
+        fn()
+        t1 = time.perf_counter()
+        times.append(t1 - t0)
+        if t1 > t_end and len(times) >= min(min_reps, reps):
+            break
+    return statistics.median(times)
+
+
+def rel_err(out: np.ndarray, ref: np.ndarray) -> float:
+    """max |out - ref| / max |ref| (inf on a shape mismatch or a non-finite value)."""
+    out = np.asarray(out)
+    ref = np.asarray(ref)
+    if out.shape != ref.shape:
+        return math.inf
+    if out.size == 0:
+        return 0.0
+    d = np.abs(out.astype(np.float64) - ref.astype(np.float64)).max()
+    if not np.isfinite(d):
+        return math.inf
+    scale = float(np.abs(ref).max())
+    return float(d / scale) if scale > 0 else float(d)
+
+
+def tolerance(dtype: str) -> float:
+    """Allowed rel_err. Inputs are standard normal, so max|ref| ~ sqrt(K); float32
+    blocked sums stay near 1e-6 of that for K up to ~1e5."""
+    return 1e-4 if dtype == "float32" else 1e-10
+
+
+def check_close(out: np.ndarray, ref: np.ndarray, dtype: str):
+    """(ok, rel_err) against a float64 reference."""
+    e = rel_err(out, ref)
+    return e <= tolerance(dtype), e
+
+
+def _digest(a: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(a).view(np.uint8), digest_size=16).hexdigest()
+
+
+def _settle(seconds: float = 0.05) -> None:
+    """Let OpenBLAS' spinning workers go to sleep before another pool is timed."""
+    time.sleep(seconds)
+
+
+# --------------------------------------------------------------------------
+# environment
+# --------------------------------------------------------------------------
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for ln in f:
+                if ln.startswith("model name"):
+                    return ln.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+class CpuMonitor:
+    """CPU time other processes burned while we ran: on 2 shared cores this is the
+    main source of noise, so every table reports it."""
+
+    def __init__(self):
+        self.hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.start = self._snap()
+
+    @staticmethod
+    def _snap():
+        try:
+            with open("/proc/stat") as f:
+                v = [int(t) for t in f.readline().split()[1:]]
+            busy = sum(v) - v[3] - (v[4] if len(v) > 4 else 0)  # minus idle and iowait
+            with open("/proc/self/stat") as f:
+                st = f.read().rsplit(")", 1)[1].split()
+            mine = int(st[11]) + int(st[12])  # utime + stime of all our threads
+            return time.monotonic(), busy, mine
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def reset(self) -> None:
+        self.start = self._snap()
+
+    def other_cores(self) -> Optional[float]:
+        """Average number of cores used by other processes since reset()."""
+        end = self._snap()
+        if self.start is None or end is None or end[0] <= self.start[0]:
+            return None
+        other = (end[1] - self.start[1]) - (end[2] - self.start[2])
+        return max(other, 0) / self.hz / (end[0] - self.start[0])
+
+
+def _loadavg() -> Optional[float]:
+    try:
+        with open("/proc/loadavg") as f:
+            return float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class Env:
+    """Libraries, thread control and the measured peak for one run."""
+
+    def __init__(self, opts: Options):
+        self.opts = opts
+        self.torch = B.load_torch() if opts.use_torch else None
+        self.torch_missing = opts.use_torch and self.torch is None
+        self.blas = B.BlasThreads()
+        self.initial_threads = pyconv.get_num_threads()
+        self.initial_torch_threads = self.torch.get_num_threads() if self.torch else None
+        cfg = pyconv.config()
+        self.config = cfg
+        self.kernel = cfg["sgemm_kernel"] if opts.dtype == "float32" else cfg["dgemm_kernel"]
+        self.loadavg = _loadavg()
+        self.peak_1t = float(pyconv._C.ukernel_peak_gflops(opts.dtype))
+        self.background: Dict[int, Optional[float]] = {}  # threads -> other processes' cores
+
+    def set_threads(self, n: int) -> None:
+        pyconv.set_num_threads(n)
+        if self.torch is not None:
+            self.torch.set_num_threads(n)
+        self.blas.set(n)
+
+    def restore(self) -> None:
+        pyconv.set_num_threads(self.initial_threads)
+        if self.torch is not None:
+            self.torch.set_num_threads(self.initial_torch_threads)
+        self.blas.restore()
+
+    def meta(self) -> dict:
+        t = self.torch
+        return {
+            "timestamp": datetime.datetime.now().isoformat(timespec="seconds"),
+            "host": platform.node(),
+            "cpu": _cpu_model(),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "torch": t.__version__ if t is not None else None,
+            "blas": self.blas.describe(),
+            "pyconv_config": self.config,
+            "dtype": self.opts.dtype,
+            "kernel": self.kernel,
+            "peak_gflops_1thread": self.peak_1t,
+            "peak_note": "pyconv._C.ukernel_peak_gflops: single-thread micro-kernel FMA rate on "
+                         "L1-resident panels; the n-thread peak is assumed to be n times this",
+            "loadavg_at_start": self.loadavg,
+            "background_cores": {str(k): v for k, v in self.background.items()},
+            "quick": self.opts.quick,
+            "reps": self.opts.n_reps(),
+            "budget_s": self.opts.t_budget(),
+        }
+
+    def header(self) -> str:
+        k = self.kernel
+        t = self.torch
+        if t is not None:
+            tv = f"torch {t.__version__}"
+        elif self.torch_missing:
+            tv = "torch not installed"
+        else:
+            tv = "torch off (--no-torch)"
+        ref = "torch float64" if t is not None else "NumPy im2col float64"
+        lines = [
+            f"pyconv {pyconv.__version__} bench | {self.opts.dtype} | isa {self.config['isa']} "
+            f"(supported {','.join(self.config['supported_isas'])}) | {self.config['compiler']}",
+            f"kernel {k['name']}  MR={k['mr']} NR={k['nr']} MC={k['mc']} KC={k['kc']} NC={k['nc']}",
+            f"cpu {_cpu_model()} ({os.cpu_count()} cpus) | numpy {np.__version__} | {tv}",
+            f"{self.blas.describe()} | load average at start {self.loadavg}",
+            f"peak: {self.peak_1t:.1f} GFLOP/s measured on 1 thread (micro-kernel, L1-resident); "
+            f"n-thread peak assumed = n x {self.peak_1t:.1f}",
+            f"check: rel_err = max|pyconv-ref|/max|ref| vs {ref}, tol {tolerance(self.opts.dtype):g}"
+            f" | ratios = other ms / pyconv ms (>1: pyconv faster) | median of <= "
+            f"{self.opts.n_reps()} reps or {self.opts.t_budget():g} s",
+        ]
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------
+# results and table
+# --------------------------------------------------------------------------
+@dataclass
+class Row:
+    section: str
+    name: str
+    desc: str
+    direction: str
+    threads: int
+    dtype: str
+    flops: float
+    ok: Optional[bool] = None
+    err: Optional[float] = None
+    deterministic: Optional[bool] = None  # bit-identical to the first thread count
+    ms: Optional[float] = None
+    torch_ms: Optional[float] = None
+    numpy_ms: Optional[float] = None
+    peak_gflops: float = 0.0
+    note: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.section}|{self.desc}|{self.direction}|t{self.threads}|{self.dtype}"
+
+    @property
+    def gflops(self) -> Optional[float]:
+        return self.flops / (self.ms * 1e6) if self.ms else None
+
+    @property
+    def pct_peak(self) -> Optional[float]:
+        g = self.gflops
+        return 100.0 * g / self.peak_gflops if g is not None and self.peak_gflops else None
+
+    @property
+    def torch_ratio(self) -> Optional[float]:
+        return self.torch_ms / self.ms if self.torch_ms and self.ms else None
+
+    @property
+    def numpy_ratio(self) -> Optional[float]:
+        return self.numpy_ms / self.ms if self.numpy_ms and self.ms else None
+
+    def to_json(self) -> dict:
+        d = {k: getattr(self, k) for k in (
+            "section", "name", "desc", "direction", "threads", "dtype", "flops", "ok", "err",
+            "deterministic", "ms", "torch_ms", "numpy_ms", "peak_gflops", "note")}
+        d.update(key=self.key, gflops=self.gflops, pct_peak=self.pct_peak,
+                 torch_ratio=self.torch_ratio, numpy_ratio=self.numpy_ratio)
+        if d["err"] is not None and not math.isfinite(d["err"]):
+            d["err"] = None
+        return d
+
+
+class Table:
+    """Aligned rows, printed as they are produced."""
+
+    def __init__(self, old: Optional[Dict[str, dict]], out=sys.stdout):
+        self.old = old
+        self.out = out
+        self.cols = [("name", 12, "<"), ("shape", 30, "<"), ("dir", 5, "<"), ("check", 12, "<"),
+                     ("ms", 9, ">"), ("GFLOP/s", 8, ">"), ("%peak", 6, ">"),
+                     ("torch ms", 9, ">"), ("x torch", 7, ">"), ("x numpy", 7, ">")]
+        if old is not None:
+            self.cols.append(("vs old", 16, "<"))
+
+    def _fmt(self, cells) -> str:
+        parts = []
+        for (h, wd, al), c in zip(self.cols, cells):
+            parts.append(f"{c:{al}{wd}}")
+        return "  ".join(parts).rstrip()
+
+    def header(self) -> None:
+        print(self._fmt([c[0] for c in self.cols]), file=self.out)
+        print(self._fmt(["-" * c[1] for c in self.cols]), file=self.out)
+
+    def row(self, r: Row) -> None:
+        def f(v, spec, suffix=""):
+            return "-" if v is None else f"{v:{spec}}{suffix}"
+
+        if r.ok is None:
+            check = "-"
+        else:
+            check = ("ok " if r.ok else "FAIL ") + (f"{r.err:.0e}" if r.err is not None and
+                                                    math.isfinite(r.err) else "inf")
+            if r.deterministic is False:
+                check += "*"
+        cells = [r.name, r.desc, r.direction, check, f(r.ms, ".3f"), f(r.gflops, ".1f"),
+                 f(r.pct_peak, ".1f"), f(r.torch_ms, ".3f"), f(r.torch_ratio, ".2f"),
+                 f(r.numpy_ratio, ".2f")]
+        if self.old is not None:
+            cells.append(compare_cell(r, self.old.get(r.key)))
+        print(self._fmt(cells), file=self.out, flush=True)
+
+
+def compare_cell(r: Row, old: Optional[dict]) -> str:
+    if old is None or not old.get("gflops") or r.gflops is None:
+        return "new" if old is None else "-"
+    change = r.gflops / old["gflops"] - 1.0
+    s = f"{change * 100:+.0f}%"
+    if change < -REGRESSION_DROP:
+        s += " REGRESSION"
+    return s
+
+
+def geomean(vals) -> Optional[float]:
+    vals = [v for v in vals if v is not None and v > 0 and math.isfinite(v)]
+    return math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else None
+
+
+# --------------------------------------------------------------------------
+# sections
+# --------------------------------------------------------------------------
+def _select(items, opts: Options):
+    if not opts.filter:
+        return list(items)
+    f = opts.filter.lower()
+    return [s for s in items if f in s.name.lower() or f in s.desc.lower()]
+
+
+def conv_shapes(opts: Options) -> List[ConvShape]:
+    if opts.shapes:
+        base = [parse_descriptor(d) for d in opts.shapes]
+    else:
+        base = conv_suite(opts.quick)
+    return _select(base, opts)
+
+
+def gemm_shapes(opts: Options) -> List[GemmShape]:
+    return _select(gemm_suite(opts.quick), opts) if not opts.shapes else []
+
+
+def _numpy_estimate_s(s: ConvShape, itemsize: int) -> float:
+    # Haswell-kernel OpenBLAS does ~30 GFLOP/s on matmul here; im2col moves the
+    # column matrix a few times at a few GB/s from NumPy's strided copies.
+    return s.flops() / 30e9 + 3 * B.np_cols_bytes(s, itemsize) / 3e9
+
+
+def _pyconv_conv_fn(direction: str, x, w, dy, s: ConvShape):
+    kw = s.conv_kwargs()
+    if direction == "fwd":
+        return lambda: pyconv.conv2d(x, w, None, **kw)
+    if direction == "bwd_d":
+        return lambda: pyconv.conv2d_input(x.shape, w, dy, **kw)
+    return lambda: pyconv.conv2d_weight(x, w.shape, dy, **kw)
+
+
+def _numpy_conv_fn(direction: str, x, w, dy, s: ConvShape):
+    if direction == "fwd":
+        return lambda: B.np_conv2d(x, w, s)
+    if direction == "bwd_d":
+        return lambda: B.np_conv2d_input(w, dy, s)
+    return lambda: B.np_conv2d_weight(x, dy, s)
+
+
+class Runner:
+    def __init__(self, opts: Options, env: Env, old: Optional[Dict[str, dict]]):
+        self.opts = opts
+        self.env = env
+        self.old = old
+        self.rows: List[Row] = []
+        self.first: Dict[str, tuple] = {}  # key without threads -> (digest, ok, err)
+
+    def _time(self, fn) -> float:
+        o = self.opts
+        return time_fn(fn, o.n_reps(), o.t_budget(), o.n_warmup())
+
+    def _reference(self, direction, x, w, dy, s):
+        x64, w64, dy64 = (a.astype(np.float64) for a in (x, w, dy))
+        t = self.env.torch
+        if t is not None:
+            with t.no_grad():
+                return B.torch_conv_fn(t, direction, x64, w64, dy64, s)().numpy()
+        return _numpy_conv_fn(direction, x64, w64, dy64, s)()
+
+    def _check(self, r: Row, out: np.ndarray, ref_fn) -> None:
+        k = r.key.rsplit("|t", 1)[0] + "|" + r.dtype
+        dig = _digest(out)
+        if k in self.first:
+            dig0, ok0, err0 = self.first[k]
+            if dig == dig0:
+                r.ok, r.err, r.deterministic = ok0, err0, True
+                return
+            r.deterministic = False
+        r.ok, r.err = check_close(out, ref_fn(), r.dtype)
+        self.first.setdefault(k, (dig, r.ok, r.err))
+
+    def conv(self, threads: int, table: Table) -> None:
+        o, env = self.opts, self.env
+        dt = np.dtype(o.dtype)
+        peak = env.peak_1t * threads
+        for s in conv_shapes(o):
+            rng = np.random.default_rng(o.seed)
+            x = rng.standard_normal(s.x_shape).astype(dt)
+            w = rng.standard_normal(s.w_shape).astype(dt)
+            dy = rng.standard_normal(s.y_shape).astype(dt)
+            for d in o.directions:
+                r = Row("conv", s.name, s.desc, d, threads, o.dtype, s.flops(), peak_gflops=peak)
+                fn = _pyconv_conv_fn(d, x, w, dy, s)
+                self._check(r, fn(), lambda: self._reference(d, x, w, dy, s))
+                r.ms = self._time(fn) * 1e3
+                if env.torch is not None:
+                    tfn = B.torch_conv_fn(env.torch, d, x, w, dy, s)
+                    with env.torch.no_grad():
+                        r.torch_ms = self._time(tfn) * 1e3
+                if o.use_numpy:
+                    if _numpy_estimate_s(s, dt.itemsize) <= o.np_max_s():
+                        r.numpy_ms = self._time(_numpy_conv_fn(d, x, w, dy, s)) * 1e3
+                        if threads > 1:
+                            _settle()
+                    else:
+                        r.note = "numpy skipped (too slow)"
+                self.rows.append(r)
+                table.row(r)
+
+    def gemm(self, threads: int, table: Table) -> None:
+        o, env = self.opts, self.env
+        dt = np.dtype(o.dtype)
+        peak = env.peak_1t * threads
+        for g in gemm_shapes(o):
+            rng = np.random.default_rng(o.seed)
+            a = rng.standard_normal((g.m, g.k)).astype(dt)
+            b = rng.standard_normal((g.k, g.n)).astype(dt)
+            c = np.empty((g.m, g.n), dt)
+            c2 = np.empty((g.m, g.n), dt)
+            r = Row("gemm", g.name, g.desc, "gemm", threads, o.dtype, g.flops(), peak_gflops=peak)
+            fn = lambda: pyconv.gemm(a, b, out=c)  # noqa: E731
+            self._check(r, fn().copy(), lambda: a.astype(np.float64) @ b.astype(np.float64))
+            r.ms = self._time(fn) * 1e3
+            if env.torch is not None:
+                at, bt, ct = (env.torch.from_numpy(v) for v in (a, b, np.empty_like(c)))
+                with env.torch.no_grad():
+                    r.torch_ms = self._time(lambda: env.torch.mm(at, bt, out=ct)) * 1e3
+            if o.use_numpy:
+                r.numpy_ms = self._time(lambda: np.matmul(a, b, out=c2)) * 1e3
+                if threads > 1:
+                    _settle()
+            self.rows.append(r)
+            table.row(r)
+
+
+def _print_geomeans(rows: List[Row], threads: int, out=sys.stdout) -> None:
+    rs = [r for r in rows if r.threads == threads]
+    groups = {}
+    for r in rs:
+        groups.setdefault(r.direction, []).append(r)
+    for label, attr in (("torch ms / pyconv ms", "torch_ratio"), ("numpy ms / pyconv ms", "numpy_ratio")):
+        parts = []
+        for d in (*DIRECTIONS, "gemm"):
+            if d in groups:
+                gm = geomean(getattr(r, attr) for r in groups[d])
+                parts.append(f"{d} {'-' if gm is None else f'{gm:.2f}x'}")
+        allg = geomean(getattr(r, attr) for r in rs if r.section == "conv")
+        if allg is not None:
+            parts.append(f"all conv {allg:.2f}x")
+        print(f"geomean {label} (threads={threads}): " + "  ".join(parts), file=out)
+
+
+def load_results(path: str) -> Dict[str, dict]:
+    with open(path) as f:
+        data = json.load(f)
+    return {r["key"]: r for r in data.get("results", [])}
+
+
+def run(opts: Options, out=sys.stdout) -> dict:
+    """Run the selected sections for each thread count; returns the JSON document."""
+    old = load_results(opts.compare_path) if opts.compare_path else None
+    env = Env(opts)
+    print(env.header(), file=out)
+    if env.torch_missing:
+        print("note: torch is not installed; torch columns show '-' and NumPy float64 is the "
+              "reference", file=out)
+    runner = Runner(opts, env, old)
+    threads_list = opts.threads or [env.initial_threads]
+    mon = CpuMonitor()
+    try:
+        for t in threads_list:
+            mon.reset()
+            env.set_threads(t)
+            print(f"\n== threads={t}  peak {env.peak_1t * t:.1f} GFLOP/s "
+                  f"(= {t} x {env.peak_1t:.1f} measured on 1 thread) ==", file=out)
+            table = Table(old, out)
+            table.header()
+            if "conv" in opts.sections:
+                runner.conv(t, table)
+            if "gemm" in opts.sections:
+                runner.gemm(t, table)
+            _print_geomeans(runner.rows, t, out)
+            bg = env.background[t] = mon.other_cores()
+            if bg is not None:
+                warn = "  <- timings are noisy: the cores were shared" if bg > 0.1 else ""
+                print(f"background: other processes used {bg:.2f} cores on average during this "
+                      f"table{warn}", file=out)
+    finally:
+        env.restore()
+
+    rows = runner.rows
+    fails = [r for r in rows if r.ok is False]
+    nondet = [r for r in rows if r.deterministic is False]
+    if nondet:
+        print(f"\n* {len(nondet)} result(s) differ bitwise from the first thread count: "
+              + ", ".join(f"{r.desc} {r.direction} t{r.threads}" for r in nondet), file=out)
+    if fails:
+        print(f"\nFAILED checks ({len(fails)}): "
+              + ", ".join(f"{r.desc} {r.direction} t{r.threads} err={r.err:.1e}" for r in fails),
+              file=out)
+    regressions = []
+    if old is not None:
+        matched = [r for r in rows if r.key in old]
+        for r in matched:
+            og = old[r.key].get("gflops")
+            if og and r.gflops is not None and r.gflops < (1 - REGRESSION_DROP) * og:
+                regressions.append((r, og))
+        print(f"\ncompare with {opts.compare_path}: {len(matched)} of {len(rows)} entries matched, "
+              f"{len(regressions)} REGRESSION(s) (GFLOP/s down > {REGRESSION_DROP:.0%})", file=out)
+        for r, og in regressions:
+            print(f"  REGRESSION {r.section} {r.name} {r.desc} {r.direction} t{r.threads}: "
+                  f"{og:.1f} -> {r.gflops:.1f} GFLOP/s ({(r.gflops / og - 1) * 100:+.0f}%)", file=out)
+
+    doc = {"meta": env.meta(), "results": [r.to_json() for r in rows]}
+    doc["meta"]["threads"] = threads_list
+    doc["meta"]["regressions"] = [r.key for r, _ in regressions]
+    doc["meta"]["failed"] = [r.key for r in fails]
+    if opts.json_path:
+        d = os.path.dirname(os.path.abspath(opts.json_path))
+        os.makedirs(d, exist_ok=True)
+        with open(opts.json_path, "w") as f:
+            json.dump(doc, f, indent=1)
+        print(f"\nwrote {opts.json_path}", file=out)
+    return doc
+
+
+# --------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------
+def _csv(kind, allowed=None, conv=str):
+    def parse(text):
+        items = [conv(t.strip()) for t in text.split(",") if t.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"empty {kind} list")
+        if allowed is not None:
+            bad = [i for i in items if i not in allowed]
+            if bad:
+                raise argparse.ArgumentTypeError(
+                    f"unknown {kind} {','.join(bad)}; choose from {','.join(allowed)}")
+        return items
+    return parse
+
+
+def _threads(text):
+    try:
+        items = _csv("threads", conv=int)(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--threads takes comma-separated ints, got {text!r}")
+    if any(n < 1 for n in items):
+        raise argparse.ArgumentTypeError(f"thread counts must be >= 1, got {text!r}")
+    return items
+
+
+def build_parser(prog: str = "python -m pyconv.bench") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Check pyconv against torch / NumPy, then time it: conv2d fwd, bwd_d, "
+                    "bwd_w over a benchdnn-style shape suite, and GEMM.",
+        epilog="Descriptors follow benchdnn: dh/dw count holes (dh1 = dilation 2). "
+               "Ratios are other_ms / pyconv_ms, so > 1 means pyconv is faster.")
+    p.add_argument("--quick", action="store_true", help="smoke run: a few shapes, few reps (seconds)")
+    p.add_argument("--threads", type=_threads, default=[],
+                   help="comma-separated thread counts, one table each (default: pyconv's current)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--directions", type=_csv("direction", DIRECTIONS), default=list(DIRECTIONS),
+                   help="subset of fwd,bwd_d,bwd_w")
+    p.add_argument("--section", dest="sections", type=_csv("section", SECTIONS),
+                   default=list(SECTIONS), help="subset of conv,gemm")
+    p.add_argument("--filter", help="keep shapes whose name or descriptor contains this substring")
+    p.add_argument("--shape", dest="shapes", action="append", default=[], metavar="DESC",
+                   help="benchmark this descriptor instead of the suite (repeatable), "
+                        "e.g. mb8ic64ih56oc64kh3ph1")
+    p.add_argument("--no-torch", dest="use_torch", action="store_false", help="skip torch")
+    p.add_argument("--no-numpy", dest="use_numpy", action="store_false",
+                   help="skip the NumPy baseline")
+    p.add_argument("--reps", type=int, help="max timed calls per entry (default 30; quick 5)")
+    p.add_argument("--budget", type=float,
+                   help="seconds per library per entry before stopping early (default 1.0; quick 0.15)")
+    p.add_argument("--warmup", type=int, help="untimed calls first (default 2; quick 1)")
+    p.add_argument("--numpy-max-s", type=float, dest="numpy_max_s",
+                   help="skip the NumPy conv baseline when one call is estimated to take longer "
+                        "(default 1.5; quick 0.3)")
+    p.add_argument("--json", dest="json_path", metavar="PATH", help="write all results as JSON")
+    p.add_argument("--compare", dest="compare_path", metavar="OLD.json",
+                   help="flag entries whose GFLOP/s dropped > 10%% versus this earlier --json file")
+    p.add_argument("--fail-on-regression", action="store_true",
+                   help="exit with status 1 when --compare finds a REGRESSION")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv=None, prog: str = "python -m pyconv.bench") -> int:
+    """CLI entry point; returns the exit status (1 on a failed check or, with
+    --fail-on-regression, a regression)."""
+    ns = build_parser(prog).parse_args(argv)
+    opts = Options(**vars(ns))
+    if opts.compare_path and not os.path.exists(opts.compare_path):
+        print(f"error: --compare file {opts.compare_path!r} does not exist", file=sys.stderr)
+        return 2
+    if opts.shapes and "conv" not in opts.sections:
+        print("error: --shape needs the conv section", file=sys.stderr)
+        return 2
+    try:
+        for d in opts.shapes:
+            parse_descriptor(d)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    doc = run(opts)
+    if doc["meta"]["failed"]:
+        return 1
+    if opts.fail_on_regression and doc["meta"]["regressions"]:
+        return 1
+    return 0

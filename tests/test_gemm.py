@@ -1,0 +1,197 @@
+"""The packed GEMM engine against float64 numpy.matmul.
+
+Sweeps m, n and k around each kernel's register block (MR, NR) and cache
+blocks (KC, MC): equal to, one below, one above and multiples of the block,
+for every ISA this CPU supports and both dtypes, with transposed, sliced,
+negatively strided operands and strided outputs.
+
+Tolerance: float32 |err| <= 2e-6 * k * max|a| * max|b| + tiny, float64 the
+same with 1e-14 (a worst-case-style bound that grows with k).
+"""
+import itertools
+
+import numpy as np
+import pytest
+
+import pyconv
+from pyconv import _C
+
+DTYPES = [np.float32, np.float64]
+ISAS = pyconv.supported_isas()
+
+
+def _tol(dt, k, a, b):
+    eps = 2e-6 if dt == np.float32 else 1e-14
+    return eps * max(k, 1) * (np.abs(a).max(initial=1) * np.abs(b).max(initial=1)) + 1e-30
+
+
+def _check(c, a, b, beta=0.0, c0=None):
+    ref = a.astype(np.float64) @ b.astype(np.float64)
+    if beta != 0.0:
+        ref = ref + beta * c0.astype(np.float64)
+    tol = _tol(c.dtype.type, a.shape[1], a, b) + (0 if c0 is None else 1e-6 * abs(beta) * np.abs(c0).max(initial=0))
+    err = np.abs(c.astype(np.float64) - ref).max(initial=0)
+    assert err <= tol, f"max err {err} > tol {tol} for shape {a.shape} x {b.shape}"
+
+
+def _sizes(block, extra=()):
+    s = {1, 2, block - 1, block, block + 1, 2 * block, 3 * block - 1}
+    s.update(extra)
+    return sorted(v for v in s if v >= 1)
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    return request.param
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_register_block_sweep(isa, dt):
+    info = _C.gemm_kernel_info(np.dtype(dt).name, isa)
+    mr, nr = info["mr"], info["nr"]
+    rng = np.random.default_rng(1)
+    for m, n, k in itertools.product(_sizes(mr), _sizes(nr), [1, 2, 3, 7, 16, 33]):
+        a = rng.standard_normal((m, k)).astype(dt)
+        b = rng.standard_normal((k, n)).astype(dt)
+        c = np.full((m, n), np.nan, dtype=dt)  # beta=0 must never read C
+        _C.gemm(a, b, c, 0.0, isa)
+        _check(c, a, b)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_cache_block_sweep(isa, dt):
+    info = _C.gemm_kernel_info(np.dtype(dt).name, isa)
+    mr, nr, mc, kc = info["mr"], info["nr"], info["mc"], info["kc"]
+    rng = np.random.default_rng(2)
+    ks = [kc - 1, kc, kc + 1, 2 * kc + 3]
+    ms = [mc - 1, mc + 1, mc + mr + 1]
+    ns = [nr * 3 + 5, 2 * nr]
+    for m, n, k in itertools.product(ms, ns, ks):
+        a = rng.standard_normal((m, k)).astype(dt)
+        b = rng.standard_normal((k, n)).astype(dt)
+        c = np.empty((m, n), dtype=dt)
+        _C.gemm(a, b, c, 0.0, isa)
+        _check(c, a, b)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_nc_block_and_large(isa, dt):
+    info = _C.gemm_kernel_info(np.dtype(dt).name, isa)
+    rng = np.random.default_rng(3)
+    n = info["nc"] + info["nr"] + 3
+    a = rng.standard_normal((info["mr"] + 2, 40)).astype(dt)
+    b = rng.standard_normal((40, n)).astype(dt)
+    c = np.empty((a.shape[0], n), dtype=dt)
+    _C.gemm(a, b, c, 0.0, isa)
+    _check(c, a, b)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("beta", [0.0, 1.0, -0.5])
+def test_beta(isa, dt, beta):
+    rng = np.random.default_rng(4)
+    for m, n, k in [(13, 37, 300), (6, 16, 256), (1, 1, 1), (31, 5, 600)]:
+        a = rng.standard_normal((m, k)).astype(dt)
+        b = rng.standard_normal((k, n)).astype(dt)
+        c0 = rng.standard_normal((m, n)).astype(dt)
+        c = c0.copy()
+        _C.gemm(a, b, c, beta, isa)
+        _check(c, a, b, beta, c0)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_strided_operands_and_output(isa, dt):
+    rng = np.random.default_rng(5)
+    m, n, k = 29, 45, 70
+    base_a = rng.standard_normal((2 * k, 3 * m)).astype(dt)
+    base_b = rng.standard_normal((3 * n, 2 * k)).astype(dt)
+    variants_a = [
+        np.ascontiguousarray(base_a[:m, :k]),
+        base_a[:k, :m].T,                  # transposed view
+        base_a[::2, ::3].T[:m, :k],        # both strides non-unit
+        base_a[:m, :k][::-1, ::-1],        # negative strides
+        np.asfortranarray(base_a[:m, :k]),
+    ]
+    variants_b = [
+        np.ascontiguousarray(base_b[:k, :n]),
+        base_b[:n, :k].T,
+        base_b[::3, ::2].T[:k, :n],
+        base_b[:k, :n][::-1],
+    ]
+    big = np.full((m + 3, n + 11), np.nan, dtype=dt)
+    for a, b in itertools.product(variants_a, variants_b):
+        out = big[1:m + 1, 2:n + 2]  # ldc > n, unaligned start
+        _C.gemm(a, b, out, 0.0, isa)
+        _check(out, a, b)
+    assert np.isnan(big[0]).all() and np.isnan(big[:, :2]).all()  # nothing outside written
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_thread_count_independent(dt):
+    rng = np.random.default_rng(6)
+    a = rng.standard_normal((203, 517)).astype(dt)
+    b = rng.standard_normal((517, 389)).astype(dt)
+    old = pyconv.get_num_threads()
+    try:
+        outs = []
+        for nt in (1, 2, 3):
+            pyconv.set_num_threads(nt)
+            outs.append(pyconv.gemm(a, b))
+    finally:
+        pyconv.set_num_threads(old)
+    assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
+
+
+def test_k_zero_and_empty():
+    a = np.ones((3, 0), np.float32)
+    b = np.ones((0, 4), np.float32)
+    assert np.array_equal(pyconv.gemm(a, b), np.zeros((3, 4), np.float32))
+    c = np.full((3, 4), 2.0, np.float32)
+    pyconv.gemm(a, b, out=c, beta=0.5)
+    assert np.array_equal(c, np.ones((3, 4), np.float32))
+    assert pyconv.gemm(np.ones((0, 5)), np.ones((5, 2))).shape == (0, 2)
+
+
+def test_public_gemm_dtypes_and_errors():
+    a32 = np.arange(6, dtype=np.float32).reshape(2, 3)
+    b64 = np.arange(12, dtype=np.float64).reshape(3, 4)
+    r = pyconv.gemm(a32, b64)
+    assert r.dtype == np.float64
+    np.testing.assert_allclose(r, a32.astype(np.float64) @ b64)
+    assert pyconv.gemm([[1, 2]], [[3], [4]]).tolist() == [[11.0]]
+    with pytest.raises(ValueError, match="a.shape\\[1\\]=3"):
+        pyconv.gemm(a32, a32)
+    with pytest.raises(ValueError, match="2-d"):
+        pyconv.gemm(np.ones(3), np.ones(3))
+    with pytest.raises(TypeError, match="complex"):
+        pyconv.gemm(np.ones((2, 2), complex), np.ones((2, 2)))
+    with pytest.raises(TypeError, match="out must have dtype"):
+        pyconv.gemm(a32, a32.T, out=np.empty((2, 2), np.float64))
+    with pytest.raises(ValueError, match="beta"):
+        pyconv.gemm(a32, a32.T, beta=1.0)
+    ro = np.empty((2, 2), np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        pyconv.gemm(a32, a32.T, out=ro)
+
+
+def test_out_with_non_unit_column_stride_written_back():
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((5, 6))
+    b = rng.standard_normal((6, 7))
+    big = np.zeros((5, 14))
+    out = big[:, ::2]
+    res = pyconv.gemm(a, b, out=out)
+    assert res is out
+    np.testing.assert_allclose(big[:, ::2], a @ b, rtol=1e-12, atol=1e-12)
+    assert not big[:, 1::2].any()
+
+
+def test_bindings_refuse_bad_arrays():
+    a = np.ones((4, 4), np.float32)
+    with pytest.raises(TypeError):
+        _C.gemm(a, a, np.empty((4, 4), np.float64), 0.0)
+    with pytest.raises(ValueError):
+        _C.gemm(a, a, np.empty((4, 8), np.float32)[:, ::2], 0.0)
+    with pytest.raises(ValueError):
+        _C.gemm(a, a, np.empty((4, 4), np.float32), 0.0, "sse9")
