@@ -116,12 +116,29 @@ struct StridedB {
   }
 };
 
+// Runs one MR x NR micro-tile. Edge tiles are computed into a local tile
+// with beta = 0 and merged, so the kernel only ever sees full tiles.
+template <typename T, typename Kern>
+inline void run_tile(int MR, int NR, i64 mr, i64 nr, T* c, i64 ldc, T beta, Kern kern) {
+  if (mr == MR && nr == NR) {
+    kern(c, ldc, beta);
+    return;
+  }
+  alignas(64) T tmp[16 * 64];  // mr*nr <= 16*64 for every kernel
+  kern(tmp, i64(NR), T(0));
+  for (i64 i = 0; i < mr; ++i)
+    for (i64 j = 0; j < nr; ++j) {
+      T* cij = c + i * ldc + j;
+      *cij = beta == T(0) ? tmp[i * NR + j] : tmp[i * NR + j] + beta * *cij;
+    }
+}
+
+// The serial loop nest over the block C[m0:m1, n0:n1] with packed B.
 template <typename T>
 void gemm_serial(const GemmKernel<T>& K, i64 m0, i64 m1, i64 n0, i64 n1, i64 k,
                  const T* A, i64 rsa, i64 csa, const BPacker<T>& B,
                  T beta, T* C, i64 ldc, T* bufA, T* bufB) {
   const int MR = K.mr, NR = K.nr;
-  alignas(64) T tmp[16 * 64];  // an edge tile; mr*nr <= 16*64 for every kernel
   for (i64 jc = n0; jc < n1; jc += K.nc) {
     const i64 nc = std::min<i64>(K.nc, n1 - jc);
     for (i64 pc = 0; pc < k; pc += K.kc) {
@@ -135,20 +152,36 @@ void gemm_serial(const GemmKernel<T>& K, i64 m0, i64 m1, i64 n0, i64 n1, i64 k,
           const i64 nr = std::min<i64>(NR, nc - jr);
           const T* bp = bufB + jr * kc;
           for (i64 ir = 0; ir < mc; ir += MR) {
-            const i64 mr = std::min<i64>(MR, mc - ir);
             const T* ap = bufA + ir * kc;
-            T* c = C + (ic + ir) * ldc + jc + jr;
-            if (mr == MR && nr == NR) {
-              K.fn(kc, ap, bp, c, ldc, beta_eff);
-            } else {
-              K.fn(kc, ap, bp, tmp, NR, T(0));
-              for (i64 i = 0; i < mr; ++i)
-                for (i64 j = 0; j < nr; ++j) {
-                  T* cij = c + i * ldc + j;
-                  *cij = beta_eff == T(0) ? tmp[i * NR + j] : tmp[i * NR + j] + beta_eff * *cij;
-                }
-            }
+            run_tile<T>(MR, NR, std::min<i64>(MR, mc - ir), nr, C + (ic + ir) * ldc + jc + jr, ldc,
+                        beta_eff, [&](T* c, i64 ldc_, T b_) { K.fn(kc, ap, bp, c, ldc_, b_); });
           }
+        }
+      }
+    }
+  }
+}
+
+// The serial loop nest with B read unpacked through row offsets.
+template <typename T>
+void gemm_rows_serial(const GemmKernel<T>& K, i64 m0, i64 m1, i64 n0, i64 n1, i64 k,
+                      const T* A, i64 rsa, i64 csa, const T* Bbase, const i64* boff,
+                      T beta, T* C, i64 ldc, T* bufA) {
+  const int MR = K.mr, NR = K.nr;
+  for (i64 pc = 0; pc < k; pc += K.kc) {
+    const i64 kc = std::min<i64>(K.kc, k - pc);
+    const T beta_eff = pc == 0 ? beta : T(1);
+    for (i64 ic = m0; ic < m1; ic += K.mc) {
+      const i64 mc = std::min<i64>(K.mc, m1 - ic);
+      pack_a(MR, mc, kc, A + ic * rsa + pc * csa, rsa, csa, bufA);
+      for (i64 jr = n0; jr < n1; jr += NR) {
+        const i64 nr = std::min<i64>(NR, n1 - jr);
+        const T* bp = Bbase + jr;
+        for (i64 ir = 0; ir < mc; ir += MR) {
+          const T* ap = bufA + ir * kc;
+          run_tile<T>(MR, NR, std::min<i64>(MR, mc - ir), nr, C + (ic + ir) * ldc + jr, ldc,
+                      beta_eff,
+                      [&](T* c, i64 ldc_, T b_) { K.fn_rows(kc, ap, bp, boff + pc, c, ldc_, b_); });
         }
       }
     }
@@ -186,6 +219,50 @@ inline i64 split_point(i64 tiles, int parts, int idx, int tile) {
   return (tiles * idx / parts) * tile;
 }
 
+// Splits C into a thread grid of tile-aligned blocks and calls
+// body(m0, m1, n0, n1, scratch) for each, with `bytes` of private 64-byte
+// aligned scratch per thread (allocated here, outside the parallel region).
+template <typename T, typename Body>
+void parallel_blocks(const GemmKernel<T>& K, i64 m, i64 n, i64 k, int nthreads, std::size_t bytes,
+                     Body body) {
+  const double flops = 2.0 * double(m) * double(n) * double(k);
+  int nt = nthreads > 0 ? nthreads : threads_for(flops, 4.0e5);
+  int tm = 1, tn = 1;
+  if (nt > 1) thread_grid(nt, m, n, k, K.mr, K.nr, &tm, &tn);
+  nt = tm * tn;
+  GemmWorkspace& ws = t_ws;
+  if ((int)ws.bufs.size() < nt) ws.bufs.resize(nt);
+  std::vector<char*> base(nt);
+  for (int t = 0; t < nt; ++t) base[t] = static_cast<char*>(ws.bufs[t].reserve(bytes));
+  const i64 tiles_m = (m + K.mr - 1) / K.mr, tiles_n = (n + K.nr - 1) / K.nr;
+  auto run = [&](int t) {
+    const int ti = t / tn, tj = t % tn;
+    const i64 m0 = split_point(tiles_m, tm, ti, K.mr);
+    const i64 m1 = std::min<i64>(m, split_point(tiles_m, tm, ti + 1, K.mr));
+    const i64 n0 = split_point(tiles_n, tn, tj, K.nr);
+    const i64 n1 = std::min<i64>(n, split_point(tiles_n, tn, tj + 1, K.nr));
+    if (m0 < m1 && n0 < n1) body(m0, m1, n0, n1, base[t]);
+  };
+  if (nt == 1) {
+    run(0);
+  } else {
+#pragma omp parallel for num_threads(nt) schedule(static, 1)
+    for (int t = 0; t < nt; ++t) run(t);
+  }
+}
+
+// C := beta * C for k == 0.
+template <typename T>
+void scale_c(i64 m, i64 n, T beta, T* C, i64 ldc) {
+  for (i64 i = 0; i < m; ++i)
+    for (i64 j = 0; j < n; ++j) {
+      T* cij = C + i * ldc + j;
+      *cij = beta == T(0) ? T(0) : beta * *cij;
+    }
+}
+
+inline std::size_t round64(std::size_t b) { return (b + 63) & ~std::size_t(63); }
+
 }  // namespace
 
 template <typename T>
@@ -201,53 +278,32 @@ void gemm_packed_b(const GemmKernel<T>& K, i64 m, i64 n, i64 k, const T* A, i64 
                    const BPacker<T>& B, T beta, T* C, i64 ldc, int nthreads) {
   if (m <= 0 || n <= 0) return;
   PYCONV_CHECK(ldc >= n, "gemm: ldc < n");
-  if (k <= 0) {  // C := beta * C
-    for (i64 i = 0; i < m; ++i)
-      for (i64 j = 0; j < n; ++j) {
-        T* cij = C + i * ldc + j;
-        *cij = beta == T(0) ? T(0) : beta * *cij;
-      }
-    return;
-  }
-  const double flops = 2.0 * double(m) * double(n) * double(k);
-  int nt = nthreads > 0 ? nthreads : threads_for(flops, 4.0e5);
-  int tm = 1, tn = 1;
-  if (nt > 1) thread_grid(nt, m, n, k, K.mr, K.nr, &tm, &tn);
-  nt = tm * tn;
-
+  if (k <= 0) return scale_c(m, n, beta, C, ldc);
   const i64 kc = std::min<i64>(K.kc, k);
-  const i64 mc_max = std::min<i64>(K.mc, ((m + K.mr - 1) / K.mr) * K.mr);
-  static const i64 nc_env = getenv("PYCONV_NC") ? atoll(getenv("PYCONV_NC")) : 0;  // TEMP
-  GemmKernel<T> KK = K; if (nc_env) KK.nc = nc_env;
-  const i64 nc_max = std::min<i64>(KK.nc, ((n + K.nr - 1) / K.nr) * K.nr);
-  const std::size_t a_elems = std::size_t(mc_max) * kc;
-  const std::size_t b_elems = std::size_t(nc_max) * kc;
-  const std::size_t a_bytes = ((a_elems * sizeof(T)) + 63) & ~std::size_t(63);
-  const std::size_t bytes = a_bytes + b_elems * sizeof(T);
-  // All allocation happens here, outside the parallel region.
-  GemmWorkspace& ws = t_ws;
-  if ((int)ws.bufs.size() < nt) ws.bufs.resize(nt);
-  std::vector<char*> base(nt);
-  for (int t = 0; t < nt; ++t) base[t] = static_cast<char*>(ws.bufs[t].reserve(bytes));
+  const i64 mc = std::min<i64>(K.mc, ((m + K.mr - 1) / K.mr) * K.mr);
+  const i64 nc = std::min<i64>(K.nc, ((n + K.nr - 1) / K.nr) * K.nr);
+  const std::size_t a_bytes = round64(sizeof(T) * std::size_t(mc) * kc);
+  const std::size_t b_bytes = sizeof(T) * std::size_t(nc) * kc;
+  parallel_blocks(K, m, n, k, nthreads, a_bytes + b_bytes,
+                  [&](i64 m0, i64 m1, i64 n0, i64 n1, char* buf) {
+                    gemm_serial(K, m0, m1, n0, n1, k, A, rsa, csa, B, beta, C, ldc,
+                                reinterpret_cast<T*>(buf), reinterpret_cast<T*>(buf + a_bytes));
+                  });
+}
 
-  const i64 tiles_m = (m + K.mr - 1) / K.mr, tiles_n = (n + K.nr - 1) / K.nr;
-  auto run = [&](int t) {
-    const int ti = t / tn, tj = t % tn;
-    const i64 m0 = split_point(tiles_m, tm, ti, K.mr);
-    const i64 m1 = std::min<i64>(m, split_point(tiles_m, tm, ti + 1, K.mr));
-    const i64 n0 = split_point(tiles_n, tn, tj, K.nr);
-    const i64 n1 = std::min<i64>(n, split_point(tiles_n, tn, tj + 1, K.nr));
-    if (m0 >= m1 || n0 >= n1) return;
-    T* bufA = reinterpret_cast<T*>(base[t]);
-    T* bufB = reinterpret_cast<T*>(base[t] + a_bytes);
-    gemm_serial(KK, m0, m1, n0, n1, k, A, rsa, csa, B, beta, C, ldc, bufA, bufB);
-  };
-  if (nt == 1) {
-    run(0);
-  } else {
-#pragma omp parallel for num_threads(nt) schedule(static, 1)
-    for (int t = 0; t < nt; ++t) run(t);
-  }
+template <typename T>
+void gemm_rows(const GemmKernel<T>& K, i64 m, i64 n, i64 k, const T* A, i64 rsa, i64 csa,
+               const T* Bbase, const i64* boff, T beta, T* C, i64 ldc, int nthreads) {
+  if (m <= 0 || n <= 0) return;
+  PYCONV_CHECK(ldc >= n, "gemm: ldc < n");
+  if (k <= 0) return scale_c(m, n, beta, C, ldc);
+  const i64 kc = std::min<i64>(K.kc, k);
+  const i64 mc = std::min<i64>(K.mc, ((m + K.mr - 1) / K.mr) * K.mr);
+  parallel_blocks(K, m, n, k, nthreads, sizeof(T) * std::size_t(mc) * kc,
+                  [&](i64 m0, i64 m1, i64 n0, i64 n1, char* buf) {
+                    gemm_rows_serial(K, m0, m1, n0, n1, k, A, rsa, csa, Bbase, boff, beta, C, ldc,
+                                     reinterpret_cast<T*>(buf));
+                  });
 }
 
 template <typename T>
@@ -286,6 +342,10 @@ template void gemm_packed_b<float>(const GemmKernel<float>&, i64, i64, i64, cons
                                    const BPacker<float>&, float, float*, i64, int);
 template void gemm_packed_b<double>(const GemmKernel<double>&, i64, i64, i64, const double*, i64,
                                     i64, const BPacker<double>&, double, double*, i64, int);
+template void gemm_rows<float>(const GemmKernel<float>&, i64, i64, i64, const float*, i64, i64,
+                               const float*, const i64*, float, float*, i64, int);
+template void gemm_rows<double>(const GemmKernel<double>&, i64, i64, i64, const double*, i64, i64,
+                                const double*, const i64*, double, double*, i64, int);
 template double ukernel_peak_gflops<float>(const GemmKernel<float>&, double);
 template double ukernel_peak_gflops<double>(const GemmKernel<double>&, double);
 

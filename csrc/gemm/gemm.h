@@ -24,6 +24,12 @@ using i64 = std::int64_t;
 template <typename T>
 using ukernel_fn = void (*)(i64 kc, const T* a, const T* b, T* c, i64 ldc, T beta);
 
+// Row-offset variant: B[p][j] = b[boff[p] + j] (j < NR), read unpacked,
+// e.g. the shifted rows of a padded image. Same C contract.
+template <typename T>
+using ukernel_rows_fn = void (*)(i64 kc, const T* a, const T* b, const i64* boff, T* c, i64 ldc,
+                                 T beta);
+
 template <typename T>
 struct GemmKernel {
   const char* name;  // e.g. "sgemm_ukernel_6x16__avx2"
@@ -31,6 +37,7 @@ struct GemmKernel {
   int mr, nr;        // register block
   int mc, kc, nc;    // cache blocks (mc % mr == 0, nc % nr == 0)
   ukernel_fn<T> fn;
+  ukernel_rows_fn<T> fn_rows;
 };
 
 // The kernel table: one entry per ISA and dtype (dispatch.cpp).
@@ -58,6 +65,15 @@ struct BPacker {
 template <typename T>
 void gemm_packed_b(const GemmKernel<T>& K, i64 m, i64 n, i64 k, const T* A, i64 rsa, i64 csa,
                    const BPacker<T>& B, T beta, T* C, i64 ldc, int nthreads = 0);
+
+// GEMM with B given as row offsets into an unpacked buffer:
+//   C[i][j] := sum_p A[i][p] * Bbase[boff[p] + j] + beta * C[i][j]
+// B is never packed. The caller guarantees Bbase[boff[p] + j] is readable
+// for every j < n rounded up to a multiple of 64 (the kernels over-read the
+// last partial tile and discard those columns).
+template <typename T>
+void gemm_rows(const GemmKernel<T>& K, i64 m, i64 n, i64 k, const T* A, i64 rsa, i64 csa,
+               const T* Bbase, const i64* boff, T beta, T* C, i64 ldc, int nthreads = 0);
 
 // The full GEMM with the given kernel. nthreads <= 0 means "library default";
 // threads split output tiles only, never k, so results do not depend on the

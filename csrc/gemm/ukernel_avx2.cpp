@@ -35,17 +35,25 @@ struct VD {
 };
 
 void sgemm_ukernel_6x16__avx2(i64 kc, const float* a, const float* b, float* c, i64 ldc, float beta) {
-  ukernel_body<VF, 6, 2>(kc, a, b, c, ldc, beta);
+  ukernel_body<VF, 6, 2, false>(kc, a, b, nullptr, c, ldc, beta);
+}
+void sgemm_ukernel_rows_6x16__avx2(i64 kc, const float* a, const float* b, const i64* boff, float* c, i64 ldc,
+    float beta) {
+  ukernel_body<VF, 6, 2, true>(kc, a, b, boff, c, ldc, beta);
 }
 void dgemm_ukernel_6x8__avx2(i64 kc, const double* a, const double* b, double* c, i64 ldc, double beta) {
-  ukernel_body<VD, 6, 2>(kc, a, b, c, ldc, beta);
+  ukernel_body<VD, 6, 2, false>(kc, a, b, nullptr, c, ldc, beta);
+}
+void dgemm_ukernel_rows_6x8__avx2(i64 kc, const double* a, const double* b, const i64* boff, double* c, i64 ldc,
+    double beta) {
+  ukernel_body<VD, 6, 2, true>(kc, a, b, boff, c, ldc, beta);
 }
 
 }  // namespace
 
 const GemmKernel<float> sgemm_avx2 = {"sgemm_ukernel_6x16__avx2", Isa::avx2, 6, 16, 144, 256, 4096,
-                                      sgemm_ukernel_6x16__avx2};
+                                      sgemm_ukernel_6x16__avx2, sgemm_ukernel_rows_6x16__avx2};
 const GemmKernel<double> dgemm_avx2 = {"dgemm_ukernel_6x8__avx2", Isa::avx2, 6, 8, 96, 256, 2048,
-                                       dgemm_ukernel_6x8__avx2};
+                                       dgemm_ukernel_6x8__avx2, dgemm_ukernel_rows_6x8__avx2};
 
 }  // namespace pyconv

@@ -36,17 +36,25 @@ struct VD {
 };
 
 void sgemm_ukernel_14x32__avx512f(i64 kc, const float* a, const float* b, float* c, i64 ldc, float beta) {
-  ukernel_body<VF, 14, 2>(kc, a, b, c, ldc, beta);
+  ukernel_body<VF, 14, 2, false>(kc, a, b, nullptr, c, ldc, beta);
+}
+void sgemm_ukernel_rows_14x32__avx512f(i64 kc, const float* a, const float* b, const i64* boff, float* c, i64 ldc,
+    float beta) {
+  ukernel_body<VF, 14, 2, true>(kc, a, b, boff, c, ldc, beta);
 }
 void dgemm_ukernel_14x16__avx512f(i64 kc, const double* a, const double* b, double* c, i64 ldc, double beta) {
-  ukernel_body<VD, 14, 2>(kc, a, b, c, ldc, beta);
+  ukernel_body<VD, 14, 2, false>(kc, a, b, nullptr, c, ldc, beta);
+}
+void dgemm_ukernel_rows_14x16__avx512f(i64 kc, const double* a, const double* b, const i64* boff, double* c, i64 ldc,
+    double beta) {
+  ukernel_body<VD, 14, 2, true>(kc, a, b, boff, c, ldc, beta);
 }
 
 }  // namespace
 
 const GemmKernel<float> sgemm_avx512 = {"sgemm_ukernel_14x32__avx512f", Isa::avx512, 14, 32, 168, 256, 4096,
-                                        sgemm_ukernel_14x32__avx512f};
+                                        sgemm_ukernel_14x32__avx512f, sgemm_ukernel_rows_14x32__avx512f};
 const GemmKernel<double> dgemm_avx512 = {"dgemm_ukernel_14x16__avx512f", Isa::avx512, 14, 16, 112, 192, 2048,
-                                         dgemm_ukernel_14x16__avx512f};
+                                         dgemm_ukernel_14x16__avx512f, dgemm_ukernel_rows_14x16__avx512f};
 
 }  // namespace pyconv

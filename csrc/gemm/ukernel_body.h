@@ -11,9 +11,12 @@
 //   zero(), load(const T*), store(T*, reg), bcast(const T*), fma(a, b, c) = a*b+c,
 //   add(a, b), mul(a, b), set1(T).
 
-template <class V, int MR, int NV, typename T>
-static void ukernel_body(i64 kc, const T* __restrict a, const T* __restrict b,
-                         T* __restrict c, i64 ldc, T beta) {
+// B row p is read from b + boff[p] when ROWS (the row-offset
+// variant: rows of an unpacked, padded image), else from the packed panel
+// b + p*NR.
+template <class V, int MR, int NV, bool ROWS, typename T>
+static inline void ukernel_body(i64 kc, const T* __restrict a, const T* __restrict b,
+                                const i64* __restrict boff, T* __restrict c, i64 ldc, T beta) {
   constexpr int L = V::lanes;
   typename V::reg acc[MR][NV];
 #pragma GCC unroll 32
@@ -23,8 +26,9 @@ static void ukernel_body(i64 kc, const T* __restrict a, const T* __restrict b,
 
   for (i64 p = 0; p < kc; ++p) {
     typename V::reg bv[NV];
+    const T* bp = ROWS ? b + boff[p] : b + p * (NV * L);
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) bv[v] = V::load(b + v * L);
+    for (int v = 0; v < NV; ++v) bv[v] = V::load(bp + v * L);
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i) {
       typename V::reg av = V::bcast(a + i);
@@ -32,7 +36,6 @@ static void ukernel_body(i64 kc, const T* __restrict a, const T* __restrict b,
       for (int v = 0; v < NV; ++v) acc[i][v] = V::fma(av, bv[v], acc[i][v]);
     }
     a += MR;
-    b += NV * L;
   }
 
   if (beta == T(0)) {

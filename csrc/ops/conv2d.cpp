@@ -127,13 +127,105 @@ void for_each_image(const Conv2dParams& p, double flops_per_image, i64 scratch_e
   }
 }
 
+// ---- stride-1 convolution over the shifted rows of a padded image --------
+// With the image padded to Hp x Wp (Hp = OH + DH*(KH-1), Wp = OW + DW*(KW-1)),
+// the im2col row of tap (c, ky, kx) is the padded plane shifted by
+// c*Hp*Wp + ky*DH*Wp + kx*DW, read over "wide" columns j = oy*Wp + ox. The
+// GEMM reads those rows in place (no packing); the Wp - OW columns per row
+// that wrap around are computed and dropped when the result is compacted.
+struct WideGeom {
+  i64 Hp, Wp, n, plane;  // n: wide columns (OH-1)*Wp + OW
+};
+
+inline WideGeom wide_geom(const Conv2dParams& p) {
+  WideGeom g;
+  g.Hp = p.OH + p.DH * (p.KH - 1);
+  g.Wp = p.OW + p.DW * (p.KW - 1);
+  g.n = (p.OH - 1) * g.Wp + p.OW;
+  g.plane = g.Hp * g.Wp;
+  return g;
+}
+
+// Worth it when most wide columns are real outputs, and the reduction is
+// long enough to amortise the compaction (for K < 32 packing B is cheap and
+// the packed path wins).
+inline bool use_wide(const Conv2dParams& p) {
+  return p.SH == 1 && p.SW == 1 && !p.is_pointwise() && p.K() >= 32 &&
+         2 * p.OW >= p.OW + p.DW * (p.KW - 1);
+}
+
+// y[oy][ox] = wide[oy*Wp + ox] + bias for one output plane.
 template <typename T>
-void forward_all(const Conv2dParams& p, const T* x, const T* w, T* y) {
+void compact_plane(const T* __restrict wide, i64 Wp, i64 OH, i64 OW, T bias, T* __restrict y) {
+  for (i64 oy = 0; oy < OH; ++oy) {
+    const T* s = wide + oy * Wp;
+    T* d = y + oy * OW;
+    for (i64 ox = 0; ox < OW; ++ox) d[ox] = s[ox] + bias;
+  }
+}
+
+constexpr i64 kWideSlack = 64;  // the kernels over-read up to one tile past n
+
+// pad[C][Hp][Wp] (+ slack) from x[C][H][W]; padding may be negative (crop).
+template <typename T>
+void pad_image(const Conv2dParams& p, const WideGeom& g, const T* x, T* pad) {
+  for (i64 c = 0; c < p.C; ++c)
+    for (i64 py = 0; py < g.Hp; ++py) {
+      T* d = pad + c * g.plane + py * g.Wp;
+      const i64 iy = py - p.PT;
+      if (iy < 0 || iy >= p.H) {
+        std::fill(d, d + g.Wp, T(0));
+        continue;
+      }
+      const T* s = x + (c * p.H + iy) * p.W;
+      const i64 lo = std::min(g.Wp, std::max<i64>(0, p.PL));           // first px with ix >= 0
+      const i64 hi = std::max(lo, std::min(g.Wp, p.W + p.PL));         // px with ix < W
+      std::fill(d, d + lo, T(0));
+      std::copy(s + (lo - p.PL), s + (hi - p.PL), d + lo);
+      std::fill(d + hi, d + g.Wp, T(0));
+    }
+  std::fill(pad + p.C * g.plane, pad + p.C * g.plane + kWideSlack, T(0));
+}
+
+template <typename T>
+void forward_image_wide(const Conv2dParams& p, const WideGeom& g, const i64* boff, const T* xn,
+                        const T* w, const T* b, T* yn, T* pad, T* wide, int gemm_threads) {
+  const i64 K = p.K(), OCg = p.OCg(), Cg = p.Cg(), ldw = p.OH * g.Wp;
+  const GemmKernel<T>& kern = active_gemm_kernel<T>();
+  pad_image(p, g, xn, pad);
+  for (i64 gi = 0; gi < p.G; ++gi) {
+    gemm_rows<T>(kern, OCg, g.n, K, w + gi * OCg * K, K, 1, pad + gi * Cg * g.plane, boff, T(0),
+                 wide, ldw, gemm_threads);
+    for (i64 o = 0; o < OCg; ++o) {
+      const i64 oc = gi * OCg + o;
+      compact_plane(wide + o * ldw, g.Wp, p.OH, p.OW, b ? b[oc] : T(0), yn + oc * p.OHW());
+    }
+  }
+}
+
+// Forward over the batch (b may be null). p may carry negative padding.
+template <typename T>
+void forward_all(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y) {
   const double flops = 2.0 * p.OC * p.K() * p.OHW();
   const i64 xs = p.C * p.H * p.W, ys = p.OC * p.OHW();
+  if (use_wide(p)) {
+    const WideGeom g = wide_geom(p);
+    std::vector<i64> boff(p.K());
+    for (i64 c = 0, q = 0; c < p.Cg(); ++c)
+      for (i64 ky = 0; ky < p.KH; ++ky)
+        for (i64 kx = 0; kx < p.KW; ++kx) boff[q++] = c * g.plane + ky * p.DH * g.Wp + kx * p.DW;
+    const i64 pad_elems = p.C * g.plane + kWideSlack;
+    const i64 pad_alloc = (pad_elems + 15) & ~i64(15);
+    const i64 wide_elems = p.OCg() * p.OH * g.Wp;
+    for_each_image<T>(p, flops, pad_alloc + wide_elems, [&](i64 n, T* buf, int gt, int) {
+      forward_image_wide(p, g, boff.data(), x + n * xs, w, b, y + n * ys, buf, buf + pad_alloc, gt);
+    });
+    return;
+  }
   for_each_image<T>(p, flops, 0, [&](i64 n, T*, int gt, int) {
     forward_image(p, x + n * xs, w, y + n * ys, gt);
   });
+  if (b) add_bias(p, b, y);
 }
 
 }  // namespace
@@ -141,19 +233,21 @@ void forward_all(const Conv2dParams& p, const T* x, const T* w, T* y) {
 template <typename T>
 void conv2d_forward(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y) {
   p.validate();
-  forward_all(p, x, w, y);
-  if (b) add_bias(p, b, y);
+  forward_all(p, x, w, b, y);
 }
 
 template <typename T>
 void conv2d_backward_data(const Conv2dParams& p, const T* dy, const T* w, T* dx) {
   p.validate();
-  if (p.SH == 1 && p.SW == 1 && !p.is_pointwise()) {
+  // (With few input channels per group the GEMM's m = C/G would waste most
+  // of each register tile; col2im over m = C/G*KH*KW is better there.)
+  if (p.SH == 1 && p.SW == 1 && !p.is_pointwise() && p.Cg() >= 8) {
     // Stride 1: dx is a forward convolution of dy with the flipped,
     // group-transposed weights and padding d*(k-1) - pad (which may be
     // negative): no col2im scatter.
     const i64 Cg = p.Cg(), OCg = p.OCg(), KK = p.KH * p.KW;
-    T* wt = t_scratch.get<T>(0, p.OC * Cg * KK);
+    std::vector<T> wt_buf(p.OC * Cg * KK);
+    T* wt = wt_buf.data();
     for (i64 g = 0; g < p.G; ++g)
       for (i64 o = 0; o < OCg; ++o)
         for (i64 c = 0; c < Cg; ++c) {
@@ -166,7 +260,7 @@ void conv2d_backward_data(const Conv2dParams& p, const T* dy, const T* w, T* dx)
     q.OC = p.C; q.OH = p.H; q.OW = p.W;
     q.PT = p.DH * (p.KH - 1) - p.PT;
     q.PL = p.DW * (p.KW - 1) - p.PL;
-    forward_all(q, dy, wt, dx);
+    forward_all<T>(q, dy, wt, static_cast<const T*>(nullptr), dx);
     return;
   }
   const i64 rows = band_rows(p);
