@@ -166,7 +166,7 @@ void compact_plane(const T* __restrict wide, i64 Wp, i64 OH, i64 OW, T bias, T* 
 
 constexpr i64 kWideSlack = 64;  // the kernels over-read up to one tile past n
 
-// pad[C][Hp][Wp] (+ slack) from x[C][H][W]; padding may be negative (crop).
+// pad[C][Hp][Wp] from x[C][H][W]; padding may be negative (crop).
 template <typename T>
 void pad_image(const Conv2dParams& p, const WideGeom& g, const T* x, T* pad) {
   for (i64 c = 0; c < p.C; ++c)
@@ -184,7 +184,6 @@ void pad_image(const Conv2dParams& p, const WideGeom& g, const T* x, T* pad) {
       std::copy(s + (lo - p.PL), s + (hi - p.PL), d + lo);
       std::fill(d + hi, d + g.Wp, T(0));
     }
-  std::fill(pad + p.C * g.plane, pad + p.C * g.plane + kWideSlack, T(0));
 }
 
 template <typename T>
@@ -193,6 +192,7 @@ void forward_image_wide(const Conv2dParams& p, const WideGeom& g, const i64* bof
   const i64 K = p.K(), OCg = p.OCg(), Cg = p.Cg(), ldw = p.OH * g.Wp;
   const GemmKernel<T>& kern = active_gemm_kernel<T>();
   pad_image(p, g, xn, pad);
+  std::fill(pad + p.C * g.plane, pad + p.C * g.plane + kWideSlack, T(0));
   for (i64 gi = 0; gi < p.G; ++gi) {
     gemm_rows<T>(kern, OCg, g.n, K, w + gi * OCg * K, K, 1, pad + gi * Cg * g.plane, boff, T(0),
                  wide, ldw, gemm_threads);
@@ -289,17 +289,120 @@ void conv2d_backward_bias(const Conv2dParams& p, const T* dy, T* db) {
 
 namespace {
 
-// The batch's output rows, flattened as r = n*OH + oy, are cut into chunks
-// of `rows_per_chunk`. For chunk [r0, r1) this builds
-//   col[Ktot][L] (im2col of every covered row) and dyc[OC][L] (the matching
-//   dy columns), L = (r1 - r0) * OW.
+// ---- backward-weight ----------------------------------------------------
+// dw[g] = dY_g * B_g^T summed over the batch, where B is the im2col matrix.
+// The reduction (over images and output positions) is cut into chunks whose
+// boundaries depend only on the shape. Two chunk kinds:
+//  * rows: chunk = a range of flattened output rows r = n*OH + oy; the chunk
+//    builds col[Ktot][L] explicitly and gathers dy into dyc[OC][L];
+//  * wide (stride 1): chunk = a range of images; their padded planes are laid
+//    out as P[C][nb][Hp][Wp] so tap (c, ky, kx) is one contiguous run of
+//    L = nb*Hp*Wp values at c*L + ky*DH*Wp + kx*DW, and dy is spread into the
+//    same wide layout with zeros at the positions that are not outputs.
+struct WeightChunks {
+  bool wide;
+  i64 per_chunk;  // rows (rows kind) or images (wide kind) per chunk
+  i64 total;      // rows or images in all
+  i64 count() const { return (total + per_chunk - 1) / per_chunk; }
+};
+
 template <typename T>
-void gather_chunk(const Conv2dParams& p, const T* dy, const T* x, i64 r0, i64 r1, T* col,
-                  T* dyc, int nthreads) {
-  const i64 L = (r1 - r0) * p.OW, OHW = p.OHW();
+struct ColOffsetsB {  // B[j][col] = base[coff[col] + j]: each column contiguous in j
+  const T* base;
+  const i64* coff;
+  static void pack(const void* ctx, i64 p0, i64 kc, i64 j0, i64 nc, int NR, T* dst) {
+    const ColOffsetsB& s = *static_cast<const ColOffsetsB*>(ctx);
+    for (i64 jp = 0; jp < nc; jp += NR, dst += kc * NR) {
+      const i64 nr = std::min<i64>(NR, nc - jp);
+      for (i64 t = 0; t < nr; ++t) {
+        const T* src = s.base + s.coff[j0 + jp + t] + p0;
+        for (i64 q = 0; q < kc; ++q) dst[q * NR + t] = src[q];
+      }
+      for (i64 t = nr; t < NR; ++t)
+        for (i64 q = 0; q < kc; ++q) dst[q * NR + t] = T(0);
+    }
+  }
+};
+
+// Wide geometry for backward-weight: padded planes of the forward input.
+inline bool use_wide_weight(const Conv2dParams& p) {
+  if (p.SH != 1 || p.SW != 1 || p.is_pointwise()) return false;
+  const WideGeom g = wide_geom(p);
+  return 4 * p.OHW() >= 3 * g.plane;  // at least 75% of wide columns are outputs
+}
+
+WeightChunks weight_chunks(const Conv2dParams& p, bool split) {
+  WeightChunks ch;
+  ch.wide = use_wide_weight(p);
+  const i64 Ktot = p.C * p.KH * p.KW;
+  if (ch.wide) {
+    const i64 per_image = (p.C + p.OC) * wide_geom(p).plane;
+    const i64 cap = split ? 8192 * (p.C + p.OC) : kColCap;
+    ch.total = p.N;
+    ch.per_chunk = std::max<i64>(1, std::min<i64>(p.N, cap / std::max<i64>(per_image, 1)));
+  } else {
+    const i64 cols = split ? std::min<i64>(8192, kColCap / std::max<i64>(Ktot, 1)) : kColCap / std::max<i64>(Ktot, 1);
+    ch.total = p.N * p.OH;
+    ch.per_chunk = std::max<i64>(1, std::min<i64>(ch.total, cols / std::max<i64>(p.OW, 1)));
+  }
+  return ch;
+}
+
+// Scratch elements one chunk needs (B source + dy).
+i64 chunk_elems(const Conv2dParams& p, const WeightChunks& ch) {
+  if (ch.wide) {
+    const WideGeom g = wide_geom(p);
+    const i64 L = ch.per_chunk * g.plane;
+    return (p.C * L + g.plane + kWideSlack + 15) / 16 * 16 + p.OC * L;
+  }
+  const i64 L = ch.per_chunk * p.OW;
+  return (p.C * p.KH * p.KW * L + 15) / 16 * 16 + p.OC * L;
+}
+
+// Builds chunk c in buf and accumulates its product into out (beta 0 or 1).
+template <typename T>
+void weight_chunk(const Conv2dParams& p, const WeightChunks& ch, i64 c, const T* dy, const T* x,
+                  T* buf, T beta, T* out, int nthreads) {
+  const GemmKernel<T>& kern = active_gemm_kernel<T>();
+  const i64 K = p.K(), OCg = p.OCg(), Cg = p.Cg(), OHW = p.OHW();
+  const i64 u0 = c * ch.per_chunk, u1 = std::min(ch.total, u0 + ch.per_chunk);
+  if (ch.wide) {
+    const WideGeom g = wide_geom(p);
+    const i64 nb = u1 - u0, L = nb * g.plane;
+    T* P = buf;
+    T* dyw = buf + (p.C * ch.per_chunk * g.plane + g.plane + kWideSlack + 15) / 16 * 16;
+    // P[c][i] = padded plane c of image u0+i; dyw[oc][i] = dy spread to wide columns.
+    Conv2dParams one = p;
+    one.C = 1;
+    for (i64 i = 0; i < nb; ++i) {
+      const T* xn = x + (u0 + i) * p.C * p.H * p.W;
+      for (i64 cc = 0; cc < p.C; ++cc)
+        pad_image(one, g, xn + cc * p.H * p.W, P + cc * L + i * g.plane);
+      for (i64 oc = 0; oc < p.OC; ++oc) {
+        T* d = dyw + oc * L + i * g.plane;
+        const T* s = dy + ((u0 + i) * p.OC + oc) * OHW;
+        std::fill(d, d + g.plane, T(0));
+        for (i64 oy = 0; oy < p.OH; ++oy) std::copy(s + oy * p.OW, s + (oy + 1) * p.OW, d + oy * g.Wp);
+      }
+    }
+    std::fill(P + p.C * L, P + p.C * L + g.plane + kWideSlack, T(0));
+    std::vector<i64> coff(K);
+    for (i64 cc = 0, q = 0; cc < Cg; ++cc)
+      for (i64 ky = 0; ky < p.KH; ++ky)
+        for (i64 kx = 0; kx < p.KW; ++kx) coff[q++] = cc * L + ky * p.DH * g.Wp + kx * p.DW;
+    for (i64 gi = 0; gi < p.G; ++gi) {
+      const ColOffsetsB<T> src{P + gi * Cg * L, coff.data()};
+      gemm_packed_b<T>(kern, OCg, K, L, dyw + gi * OCg * L, L, 1,
+                       BPacker<T>{&ColOffsetsB<T>::pack, &src}, beta, out + gi * OCg * K, K, nthreads);
+    }
+    return;
+  }
+  const i64 L = (u1 - u0) * p.OW;
+  T* col = buf;
+  T* dyc = buf + (p.C * p.KH * p.KW * ch.per_chunk * p.OW + 15) / 16 * 16;
   i64 off = 0;
-  for (i64 r = r0; r < r1;) {
-    const i64 n = r / p.OH, oy0 = r % p.OH, oy1 = std::min(p.OH, oy0 + (r1 - r));
+  for (i64 r = u0; r < u1;) {
+    const i64 n = r / p.OH, oy0 = r % p.OH, oy1 = std::min(p.OH, oy0 + (u1 - r));
     const i64 seg = (oy1 - oy0) * p.OW;
     im2col_rows(p, x + n * p.C * p.H * p.W, oy0, oy1, col + off, L, nthreads);
     for (i64 oc = 0; oc < p.OC; ++oc) {
@@ -309,16 +412,9 @@ void gather_chunk(const Conv2dParams& p, const T* dy, const T* x, i64 r0, i64 r1
     off += seg;
     r += oy1 - oy0;
   }
-}
-
-// dw (+)= dyc * col^T for each group: [OCg x K] = [OCg x L] * [L x K].
-template <typename T>
-void weight_gemm(const Conv2dParams& p, const T* dyc, const T* col, i64 L, T beta, T* dw,
-                 int nthreads) {
-  const i64 K = p.K(), OCg = p.OCg();
-  for (i64 g = 0; g < p.G; ++g)
-    gemm<T>(OCg, K, L, dyc + g * OCg * L, L, 1, col + g * K * L, 1, L, beta, dw + g * OCg * K, K,
-            nthreads);
+  for (i64 gi = 0; gi < p.G; ++gi)  // [OCg x K] (+)= [OCg x L] * [L x K]
+    gemm<T>(kern, OCg, K, L, dyc + gi * OCg * L, L, 1, col + gi * K * L, 1, L, beta,
+            out + gi * OCg * K, K, nthreads);
 }
 
 }  // namespace
@@ -326,64 +422,45 @@ void weight_gemm(const Conv2dParams& p, const T* dyc, const T* col, i64 L, T bet
 template <typename T>
 void conv2d_backward_weight(const Conv2dParams& p, const T* dy, const T* x, T* dw, T* db) {
   p.validate();
-  const i64 Ktot = p.C * p.KH * p.KW, K = p.K(), dw_elems = p.OC * K;
-  const i64 total_rows = p.N * p.OH;
+  const i64 dw_elems = p.OC * p.K();
   if (db) conv2d_backward_bias(p, dy, db);
-  if (total_rows == 0) {
+  if (p.N == 0) {
     std::fill(dw, dw + dw_elems, T(0));
     return;
   }
   Scratch& s = t_scratch;
-  // A small dw cannot keep threads busy with output tiles: split the
-  // reduction into shape-determined chunks, run them in parallel into
-  // partial sums, and fold those in chunk order.
-  const bool split = dw_elems <= 65536 && total_rows >= 2;
-  if (!split) {
-    const i64 rc = std::max<i64>(1, std::min<i64>(total_rows, kColCap / std::max<i64>(Ktot * p.OW, 1)));
-    for (i64 r0 = 0; r0 < total_rows; r0 += rc) {
-      const i64 r1 = std::min(total_rows, r0 + rc), L = (r1 - r0) * p.OW;
-      T* col = s.get<T>(0, Ktot * L);
-      T* dyc = s.get<T>(1, p.OC * L);
-      gather_chunk(p, dy, x, r0, r1, col, dyc, 0);
-      weight_gemm(p, dyc, col, L, r0 == 0 ? T(0) : T(1), dw, 0);
-    }
+  // A small dw cannot keep threads busy with output tiles: run the chunks in
+  // parallel instead. Chunk c accumulates into slot c % nslots (each slot
+  // walks its chunks in order), and the slots are folded in slot order. All
+  // of this depends on the shape only, never on the thread count.
+  const bool split = dw_elems <= 65536 && p.N * p.OH >= 2;
+  const WeightChunks ch = weight_chunks(p, split);
+  const i64 nchunks = ch.count(), per = chunk_elems(p, ch);
+  if (!split || nchunks == 1) {
+    T* buf = s.get<T>(0, per);
+    for (i64 c = 0; c < nchunks; ++c) weight_chunk(p, ch, c, dy, x, buf, c == 0 ? T(0) : T(1), dw, 0);
     return;
   }
-  // Chunks of ~8192 columns (at least one output row), fixed by the shape.
-  // Chunk c accumulates into slot c % nslots; slots run in parallel, each
-  // over its chunks in order, and are then folded in slot order.
-  const i64 cols_per_chunk = std::max<i64>(1, std::min<i64>(8192, kColCap / std::max<i64>(Ktot, 1)));
-  const i64 rc = std::max<i64>(1, std::min<i64>(total_rows, cols_per_chunk / std::max<i64>(p.OW, 1)));
-  const i64 nchunks = (total_rows + rc - 1) / rc;
   const i64 nslots = std::min<i64>(nchunks, 32);
-  const double flops = 2.0 * dw_elems * double(total_rows) * p.OW;
+  const double flops = 2.0 * dw_elems * double(p.N) * p.OHW();
   const int nt = (int)std::min<i64>(nslots, threads_for(flops, 4.0e5));
-  const i64 Lmax = rc * p.OW;
-  T* partial = nslots > 1 ? s.get<T>(0, nslots * dw_elems) : dw;
-  std::vector<T*> cols(nt), dycs(nt);
-  for (int t = 0; t < nt; ++t) {
-    cols[t] = s.get<T>(1 + 2 * t, Ktot * Lmax);
-    dycs[t] = s.get<T>(2 + 2 * t, p.OC * Lmax);
-  }
+  T* partial = s.get<T>(0, nslots * dw_elems);
+  std::vector<T*> bufs(nt);
+  for (int t = 0; t < nt; ++t) bufs[t] = s.get<T>(1 + t, per);
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
-    const int t = omp_get_thread_num();
+    T* buf = bufs[omp_get_thread_num()];
 #pragma omp for schedule(static)
     for (i64 sl = 0; sl < nslots; ++sl)
-      for (i64 c = sl; c < nchunks; c += nslots) {
-        const i64 r0 = c * rc, r1 = std::min(total_rows, r0 + rc), L = (r1 - r0) * p.OW;
-        gather_chunk(p, dy, x, r0, r1, cols[t], dycs[t], 1);
-        weight_gemm(p, dycs[t], cols[t], L, c == sl ? T(0) : T(1), partial + sl * dw_elems, 1);
-      }
+      for (i64 c = sl; c < nchunks; c += nslots)
+        weight_chunk(p, ch, c, dy, x, buf, c == sl ? T(0) : T(1), partial + sl * dw_elems, 1);
   }
-  if (nslots > 1) {
-    const int ntr = threads_for(double(dw_elems) * nslots * sizeof(T), 1.0e6);
+  const int ntr = threads_for(double(dw_elems) * nslots * sizeof(T), 1.0e6);
 #pragma omp parallel for num_threads(ntr) schedule(static) if (ntr > 1)
-    for (i64 i = 0; i < dw_elems; ++i) {
-      T acc = partial[i];
-      for (i64 sl = 1; sl < nslots; ++sl) acc += partial[sl * dw_elems + i];
-      dw[i] = acc;
-    }
+  for (i64 i = 0; i < dw_elems; ++i) {
+    T acc = partial[i];
+    for (i64 sl = 1; sl < nslots; ++sl) acc += partial[sl * dw_elems + i];
+    dw[i] = acc;
   }
 }
 
