@@ -24,6 +24,7 @@ inline int omp_get_thread_num() { return 0; }
 
 #include "cpu/parallel.h"
 #include "gemm/gemm.h"
+#include "ops/depthwise.h"
 #include "ops/im2col.h"
 
 namespace pyconv {
@@ -233,12 +234,14 @@ void forward_all(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y
 template <typename T>
 void conv2d_forward(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y) {
   p.validate();
+  if (is_depthwise(p)) return depthwise_forward(p, x, w, b, y);
   forward_all(p, x, w, b, y);
 }
 
 template <typename T>
 void conv2d_backward_data(const Conv2dParams& p, const T* dy, const T* w, T* dx) {
   p.validate();
+  if (is_depthwise(p)) return depthwise_backward_data(p, dy, w, dx);
   // (With few input channels per group the GEMM's m = C/G would waste most
   // of each register tile; col2im over m = C/G*KH*KW is better there.)
   if (p.SH == 1 && p.SW == 1 && !p.is_pointwise() && p.Cg() >= 8) {
@@ -428,6 +431,7 @@ void conv2d_backward_weight(const Conv2dParams& p, const T* dy, const T* x, T* d
     std::fill(dw, dw + dw_elems, T(0));
     return;
   }
+  if (is_depthwise(p)) return depthwise_backward_weight(p, dy, x, dw);
   Scratch& s = t_scratch;
   // A small dw cannot keep threads busy with output tiles: run the chunks in
   // parallel instead. Chunk c accumulates into slot c % nslots (each slot

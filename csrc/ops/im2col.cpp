@@ -11,16 +11,6 @@
 namespace pyconv {
 namespace {
 
-// The ox range whose tap ix = ox*SW - PL + kx*DW lies in [0, W).
-inline void valid_range(i64 W, i64 OW, i64 SW, i64 off, i64* lo, i64* hi) {
-  // ix = ox*SW + off >= 0  <=>  ox >= ceil(-off / SW)
-  i64 l = off >= 0 ? 0 : (-off + SW - 1) / SW;
-  // ix <= W-1  <=>  ox <= floor((W-1-off)/SW)
-  i64 h = (W - 1 - off) < 0 ? -1 : (W - 1 - off) / SW;
-  *lo = std::min<i64>(l, OW);
-  *hi = std::max<i64>(*lo, std::min<i64>(h + 1, OW));
-}
-
 }  // namespace
 
 template <typename T>

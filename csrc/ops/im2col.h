@@ -11,6 +11,15 @@
 
 namespace pyconv {
 
+// The output columns ox in [lo, hi) whose tap ix = ox*SW + off lies in [0, W).
+inline void valid_range(i64 W, i64 OW, i64 SW, i64 off, i64* lo, i64* hi) {
+  i64 l = off >= 0 ? 0 : (-off + SW - 1) / SW;       // ox*SW + off >= 0
+  i64 h = (W - 1 - off) < 0 ? -1 : (W - 1 - off) / SW;  // ox*SW + off <= W-1
+  *lo = l < OW ? l : OW;
+  const i64 hh = h + 1 < OW ? h + 1 : OW;
+  *hi = hh > *lo ? hh : *lo;
+}
+
 // x: [C][H][W]; col: [C*KH*KW][ldcol] (ldcol >= (oy1-oy0)*OW)
 template <typename T>
 void im2col_rows(const Conv2dParams& p, const T* x, i64 oy0, i64 oy1, T* col, i64 ldcol,
