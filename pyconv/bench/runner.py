@@ -139,23 +139,44 @@ def _digest(a: np.ndarray) -> str:
     return hashlib.blake2b(np.ascontiguousarray(a).view(np.uint8), digest_size=16).hexdigest()
 
 
-def _settle(seconds: float = 0.05) -> None:
-    """Let OpenBLAS' spinning workers go to sleep before another pool is timed."""
+def _settle(seconds: float = 0.2) -> None:
+    """Let OpenBLAS' workers stop spinning before the OpenMP pool is timed again.
+
+    They busy-wait for ~2**28 cycles (~0.1 s) after a call; on 2 cores a spinning
+    worker steals a core from pyconv's team, and pyconv calls measured within 50 ms
+    of a 2-thread matmul ran 5-10x slower (multiples of the 4 ms scheduler tick)."""
     time.sleep(seconds)
 
 
 # --------------------------------------------------------------------------
 # environment
 # --------------------------------------------------------------------------
-def _cpu_model() -> str:
+def _cpu_fields() -> Dict[str, str]:
+    out: Dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for ln in f:
-                if ln.startswith("model name"):
-                    return ln.split(":", 1)[1].strip()
+                if not ln.strip():
+                    break  # first processor only
+                k, _, v = ln.partition(":")
+                out[k.strip()] = v.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return out
+
+
+def _cpu_model() -> str:
+    f = _cpu_fields()
+    name = f.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in f:
+        name += f" (family {f['cpu family']} model {f.get('model', '?')})"
+    return name
+
+
+def _cpu_simd() -> List[str]:
+    flags = set(_cpu_fields().get("flags", "").split())
+    return [x for x in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512dq",
+                        "avx512vl", "avx512_bf16", "avx512_vnni") if x in flags]
 
 
 class CpuMonitor:
@@ -187,8 +208,11 @@ class CpuMonitor:
         end = self._snap()
         if self.start is None or end is None or end[0] <= self.start[0]:
             return None
+        elapsed = end[0] - self.start[0]
+        if elapsed < 1.0:  # /proc/stat ticks at 100 Hz: too coarse for short spans
+            return None
         other = (end[1] - self.start[1]) - (end[2] - self.start[2])
-        return max(other, 0) / self.hz / (end[0] - self.start[0])
+        return min(max(other, 0) / self.hz / elapsed, float(os.cpu_count() or 1))
 
 
 def _loadavg() -> Optional[float]:
@@ -215,6 +239,7 @@ class Env:
         self.loadavg = _loadavg()
         self.peak_1t = float(pyconv._C.ukernel_peak_gflops(opts.dtype))
         self.background: Dict[int, Optional[float]] = {}  # threads -> other processes' cores
+        self.peak_after: Dict[int, float] = {}  # threads -> 1-thread peak re-measured after
 
     def set_threads(self, n: int) -> None:
         pyconv.set_num_threads(n)
@@ -235,6 +260,7 @@ class Env:
             "host": platform.node(),
             "cpu": _cpu_model(),
             "cpu_count": os.cpu_count(),
+            "cpu_simd": _cpu_simd(),
             "python": platform.python_version(),
             "numpy": np.__version__,
             "torch": t.__version__ if t is not None else None,
@@ -247,9 +273,15 @@ class Env:
                          "L1-resident panels; the n-thread peak is assumed to be n times this",
             "loadavg_at_start": self.loadavg,
             "background_cores": {str(k): v for k, v in self.background.items()},
+            "peak_gflops_1thread_after": {str(k): v for k, v in self.peak_after.items()},
             "quick": self.opts.quick,
             "reps": self.opts.n_reps(),
             "budget_s": self.opts.t_budget(),
+            "warmup": self.opts.n_warmup(),
+            "sections": list(self.opts.sections),
+            "directions": list(self.opts.directions),
+            "filter": self.opts.filter,
+            "shapes": list(self.opts.shapes),
         }
 
     def header(self) -> str:
@@ -333,10 +365,11 @@ class Row:
 class Table:
     """Aligned rows, printed as they are produced."""
 
-    def __init__(self, old: Optional[Dict[str, dict]], out=sys.stdout):
+    def __init__(self, old: Optional[Dict[str, dict]], out=sys.stdout, name_w: int = 12,
+                 shape_w: int = 30):
         self.old = old
         self.out = out
-        self.cols = [("name", 12, "<"), ("shape", 30, "<"), ("dir", 5, "<"), ("check", 12, "<"),
+        self.cols = [("name", name_w, "<"), ("shape", shape_w, "<"), ("dir", 5, "<"), ("check", 12, "<"),
                      ("ms", 9, ">"), ("GFLOP/s", 8, ">"), ("%peak", 6, ">"),
                      ("torch ms", 9, ">"), ("x torch", 7, ">"), ("x numpy", 7, ">")]
         if old is not None:
@@ -398,7 +431,7 @@ def _select(items, opts: Options):
 
 def conv_shapes(opts: Options) -> List[ConvShape]:
     if opts.shapes:
-        base = [parse_descriptor(d) for d in opts.shapes]
+        base = [parse_descriptor(d, name="custom") for d in opts.shapes]
     else:
         base = conv_suite(opts.quick)
     return _select(base, opts)
@@ -451,7 +484,7 @@ class Runner:
                 return B.torch_conv_fn(t, direction, x64, w64, dy64, s)().numpy()
         return _numpy_conv_fn(direction, x64, w64, dy64, s)()
 
-    def _check(self, r: Row, out: np.ndarray, ref_fn) -> None:
+    def _check(self, r: Row, out: np.ndarray, ref_fn, ref_uses_blas: bool) -> None:
         k = r.key.rsplit("|t", 1)[0] + "|" + r.dtype
         dig = _digest(out)
         if k in self.first:
@@ -462,6 +495,8 @@ class Runner:
             r.deterministic = False
         r.ok, r.err = check_close(out, ref_fn(), r.dtype)
         self.first.setdefault(k, (dig, r.ok, r.err))
+        if ref_uses_blas and r.threads > 1:
+            _settle()  # the reference ran on OpenBLAS; pyconv is timed next
 
     def conv(self, threads: int, table: Table) -> None:
         o, env = self.opts, self.env
@@ -472,22 +507,37 @@ class Runner:
             x = rng.standard_normal(s.x_shape).astype(dt)
             w = rng.standard_normal(s.w_shape).astype(dt)
             dy = rng.standard_normal(s.y_shape).astype(dt)
+            rows = []
             for d in o.directions:
                 r = Row("conv", s.name, s.desc, d, threads, o.dtype, s.flops(), peak_gflops=peak)
                 fn = _pyconv_conv_fn(d, x, w, dy, s)
-                self._check(r, fn(), lambda: self._reference(d, x, w, dy, s))
-                r.ms = self._time(fn) * 1e3
+                rows.append(r)
+                try:
+                    self._check(r, fn(), lambda: self._reference(d, x, w, dy, s),
+                                ref_uses_blas=env.torch is None)
+                    r.ms = self._time(fn) * 1e3
+                except Exception as e:  # report and go on with the other shapes
+                    r.ok, r.err, r.note = False, math.inf, f"pyconv raised {type(e).__name__}: {e}"
+                    continue
                 if env.torch is not None:
-                    tfn = B.torch_conv_fn(env.torch, d, x, w, dy, s)
-                    with env.torch.no_grad():
-                        r.torch_ms = self._time(tfn) * 1e3
-                if o.use_numpy:
-                    if _numpy_estimate_s(s, dt.itemsize) <= o.np_max_s():
-                        r.numpy_ms = self._time(_numpy_conv_fn(d, x, w, dy, s)) * 1e3
-                        if threads > 1:
-                            _settle()
-                    else:
-                        r.note = "numpy skipped (too slow)"
+                    try:
+                        tfn = B.torch_conv_fn(env.torch, d, x, w, dy, s)
+                        with env.torch.no_grad():
+                            r.torch_ms = self._time(tfn) * 1e3
+                    except Exception as e:
+                        r.note = f"torch raised {type(e).__name__}: {e}"
+            # NumPy last, all directions in one block: its OpenBLAS pool is not
+            # the OpenMP pool pyconv and torch share.
+            if o.use_numpy:
+                if _numpy_estimate_s(s, dt.itemsize) <= o.np_max_s():
+                    for r in rows:
+                        r.numpy_ms = self._time(_numpy_conv_fn(r.direction, x, w, dy, s)) * 1e3
+                    if threads > 1:
+                        _settle()
+                else:
+                    for r in rows:
+                        r.note = "numpy skipped (estimated too slow)"
+            for r in rows:
                 self.rows.append(r)
                 table.row(r)
 
@@ -503,8 +553,15 @@ class Runner:
             c2 = np.empty((g.m, g.n), dt)
             r = Row("gemm", g.name, g.desc, "gemm", threads, o.dtype, g.flops(), peak_gflops=peak)
             fn = lambda: pyconv.gemm(a, b, out=c)  # noqa: E731
-            self._check(r, fn().copy(), lambda: a.astype(np.float64) @ b.astype(np.float64))
-            r.ms = self._time(fn) * 1e3
+            try:
+                self._check(r, fn().copy(), lambda: a.astype(np.float64) @ b.astype(np.float64),
+                                ref_uses_blas=True)
+                r.ms = self._time(fn) * 1e3
+            except Exception as e:
+                r.ok, r.err, r.note = False, math.inf, f"pyconv raised {type(e).__name__}: {e}"
+                self.rows.append(r)
+                table.row(r)
+                continue
             if env.torch is not None:
                 at, bt, ct = (env.torch.from_numpy(v) for v in (a, b, np.empty_like(c)))
                 with env.torch.no_grad():
@@ -531,18 +588,24 @@ def _print_geomeans(rows: List[Row], threads: int, out=sys.stdout) -> None:
         allg = geomean(getattr(r, attr) for r in rs if r.section == "conv")
         if allg is not None:
             parts.append(f"all conv {allg:.2f}x")
+        if all(p.endswith(" -") for p in parts):
+            continue  # that library was not run
         print(f"geomean {label} (threads={threads}): " + "  ".join(parts), file=out)
 
 
-def load_results(path: str) -> Dict[str, dict]:
+def load_doc(path: str) -> dict:
     with open(path) as f:
-        data = json.load(f)
-    return {r["key"]: r for r in data.get("results", [])}
+        return json.load(f)
+
+
+def load_results(path: str) -> Dict[str, dict]:
+    return {r["key"]: r for r in load_doc(path).get("results", [])}
 
 
 def run(opts: Options, out=sys.stdout) -> dict:
     """Run the selected sections for each thread count; returns the JSON document."""
-    old = load_results(opts.compare_path) if opts.compare_path else None
+    old_doc = load_doc(opts.compare_path) if opts.compare_path else None
+    old = {r["key"]: r for r in old_doc.get("results", [])} if old_doc is not None else None
     env = Env(opts)
     print(env.header(), file=out)
     if env.torch_missing:
@@ -557,7 +620,10 @@ def run(opts: Options, out=sys.stdout) -> dict:
             env.set_threads(t)
             print(f"\n== threads={t}  peak {env.peak_1t * t:.1f} GFLOP/s "
                   f"(= {t} x {env.peak_1t:.1f} measured on 1 thread) ==", file=out)
-            table = Table(old, out)
+            items = (conv_shapes(opts) if "conv" in opts.sections else []) + \
+                (gemm_shapes(opts) if "gemm" in opts.sections else [])
+            table = Table(old, out, max([12] + [len(i.name) for i in items]),
+                          max([22] + [len(i.desc) for i in items]))
             table.header()
             if "conv" in opts.sections:
                 runner.conv(t, table)
@@ -569,6 +635,14 @@ def run(opts: Options, out=sys.stdout) -> dict:
                 warn = "  <- timings are noisy: the cores were shared" if bg > 0.1 else ""
                 print(f"background: other processes used {bg:.2f} cores on average during this "
                       f"table{warn}", file=out)
+            # Slowdowns from outside this VM (a busy host) do not show in /proc/stat;
+            # a re-measured peak does.
+            pk = env.peak_after[t] = float(pyconv._C.ukernel_peak_gflops(opts.dtype))
+            drift = pk / env.peak_1t - 1.0
+            warn = "  <- the machine itself got slower/faster: compare with care" \
+                if abs(drift) > 0.05 else ""
+            print(f"peak re-measured after this table: {pk:.1f} GFLOP/s ({drift * 100:+.0f}% vs "
+                  f"start){warn}", file=out)
     finally:
         env.restore()
 
@@ -580,7 +654,8 @@ def run(opts: Options, out=sys.stdout) -> dict:
               + ", ".join(f"{r.desc} {r.direction} t{r.threads}" for r in nondet), file=out)
     if fails:
         print(f"\nFAILED checks ({len(fails)}): "
-              + ", ".join(f"{r.desc} {r.direction} t{r.threads} err={r.err:.1e}" for r in fails),
+              + ", ".join(f"{r.desc} {r.direction} t{r.threads} err={r.err:.1e}"
+                            + (f" ({r.note})" if r.note else "") for r in fails),
               file=out)
     regressions = []
     if old is not None:
@@ -591,6 +666,18 @@ def run(opts: Options, out=sys.stdout) -> dict:
                 regressions.append((r, og))
         print(f"\ncompare with {opts.compare_path}: {len(matched)} of {len(rows)} entries matched, "
               f"{len(regressions)} REGRESSION(s) (GFLOP/s down > {REGRESSION_DROP:.0%})", file=out)
+        # Context for judging them: did the machine (peak) or torch move too?
+        op = old_doc.get("meta", {}).get("peak_gflops_1thread")
+        if op:
+            print(f"  measured 1-thread peak: old {op:.1f}, now {env.peak_1t:.1f} GFLOP/s "
+                  f"({(env.peak_1t / op - 1) * 100:+.0f}%)", file=out)
+        td = geomean(r.torch_ms / old[r.key]["torch_ms"] for r in matched
+                     if r.torch_ms and old[r.key].get("torch_ms"))
+        if td is not None:
+            note = ("  <- torch slowed as much: likely a slower machine, not pyconv"
+                    if td > 1 + REGRESSION_DROP else "")
+            print(f"  torch time now / old (geomean over matched entries): {td:.2f}x{note}",
+                  file=out)
         for r, og in regressions:
             print(f"  REGRESSION {r.section} {r.name} {r.desc} {r.direction} t{r.threads}: "
                   f"{og:.1f} -> {r.gflops:.1f} GFLOP/s ({(r.gflops / og - 1) * 100:+.0f}%)", file=out)
@@ -690,7 +777,11 @@ def main(argv=None, prog: str = "python -m pyconv.bench") -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    doc = run(opts)
+    try:
+        doc = run(opts)
+    except BrokenPipeError:  # `... | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     if doc["meta"]["failed"]:
         return 1
     if opts.fail_on_regression and doc["meta"]["regressions"]:
