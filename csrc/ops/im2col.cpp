@@ -120,14 +120,20 @@ void im2col_pack_b(const void* ctx, i64 p0, i64 kc, i64 j0, i64 nc, int NR, T* d
   const Conv2dParams& p = *B.p;
   constexpr i64 kChunk = 2048;  // columns per pass: the row buffer stays in L1
   alignas(64) T row[kChunk];
-  const i64 panel = kc * NR;
+  const i64 panel = kc * NR, OHW = p.OH * p.OW;
   for (i64 jc = 0; jc < nc; jc += kChunk) {  // jc is a multiple of NR
     const i64 n = std::min(kChunk, nc - jc);
     T* dchunk = dst + (jc / NR) * panel;
     i64 c = p0 / (p.KH * p.KW), r = p0 % (p.KH * p.KW);
     i64 ky = r / p.KW, kx = r % p.KW;
     for (i64 q = 0; q < kc; ++q) {
-      im2col_row(p, B.x + c * p.H * p.W, ky, kx, j0 + jc, j0 + jc + n, row);
+      // Build the row image by image (a chunk may span several).
+      for (i64 j = j0 + jc, end = j0 + jc + n; j < end;) {
+        const i64 img = j / OHW, jl = j - img * OHW, e = std::min(end, (img + 1) * OHW);
+        im2col_row(p, B.x + img * B.img_stride + c * p.H * p.W, ky, kx, jl, jl + (e - j),
+                   row + (j - j0 - jc));
+        j = e;
+      }
       T* d = dchunk + q * NR;
       const i64 full = n / NR;
       switch (NR) {  // constant-size copies become inline vector moves

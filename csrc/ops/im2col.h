@@ -35,10 +35,13 @@ void col2im_rows(const Conv2dParams& p, const T* col, i64 ldcol, i64 oy0, i64 oy
 // column matrix is never materialised. Row p of B is (c, ky, kx) with c in
 // [0, Cg); column j is output position (j / OW, j % OW). Padding may be
 // negative here (the taps are bounds-checked), which backward-data uses.
+// Columns may span several images: column j is image j / OHW of the chunk
+// (images img_stride elements apart), position j % OHW.
 template <typename T>
 struct Im2colB {
   const Conv2dParams* p;
-  const T* x;  // [Cg][H][W]: the group's first channel of one image
+  const T* x;          // [Cg][H][W]: the group's first channel of the first image
+  i64 img_stride = 0;  // elements between consecutive images (C*H*W)
 };
 template <typename T>
 void im2col_pack_b(const void* ctx, i64 p0, i64 kc, i64 j0, i64 nc, int NR, T* dst);
