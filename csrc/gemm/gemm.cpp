@@ -116,6 +116,15 @@ struct StridedB {
   }
 };
 
+// Splits k into equal blocks of at most kc_max (k = 576 with KC = 256 gives
+// 3 x 192 rather than 256 + 256 + 64, whose short block pays the C tile
+// load/store for little work). Depends on k only, so results stay
+// independent of the thread count.
+inline i64 balanced_kc(i64 kc_max, i64 k) {
+  const i64 blocks = (k + kc_max - 1) / kc_max;
+  return (k + blocks - 1) / blocks;
+}
+
 // Runs one MR x NR micro-tile. Edge tiles are computed into a local tile
 // with beta = 0 and merged, so the kernel only ever sees full tiles.
 template <typename T, typename Kern>
@@ -139,10 +148,11 @@ void gemm_serial(const GemmKernel<T>& K, i64 m0, i64 m1, i64 n0, i64 n1, i64 k,
                  const T* A, i64 rsa, i64 csa, const BPacker<T>& B,
                  T beta, T* C, i64 ldc, T* bufA, T* bufB) {
   const int MR = K.mr, NR = K.nr;
+  const i64 KC = balanced_kc(K.kc, k);
   for (i64 jc = n0; jc < n1; jc += K.nc) {
     const i64 nc = std::min<i64>(K.nc, n1 - jc);
-    for (i64 pc = 0; pc < k; pc += K.kc) {
-      const i64 kc = std::min<i64>(K.kc, k - pc);
+    for (i64 pc = 0; pc < k; pc += KC) {
+      const i64 kc = std::min<i64>(KC, k - pc);
       const T beta_eff = pc == 0 ? beta : T(1);
       B.fn(B.ctx, pc, kc, jc, nc, NR, bufB);
       for (i64 ic = m0; ic < m1; ic += K.mc) {
@@ -168,8 +178,9 @@ void gemm_rows_serial(const GemmKernel<T>& K, i64 m0, i64 m1, i64 n0, i64 n1, i6
                       const T* A, i64 rsa, i64 csa, const T* Bbase, const i64* boff,
                       T beta, T* C, i64 ldc, T* bufA) {
   const int MR = K.mr, NR = K.nr;
-  for (i64 pc = 0; pc < k; pc += K.kc) {
-    const i64 kc = std::min<i64>(K.kc, k - pc);
+  const i64 KC = balanced_kc(K.kc, k);
+  for (i64 pc = 0; pc < k; pc += KC) {
+    const i64 kc = std::min<i64>(KC, k - pc);
     const T beta_eff = pc == 0 ? beta : T(1);
     for (i64 ic = m0; ic < m1; ic += K.mc) {
       const i64 mc = std::min<i64>(K.mc, m1 - ic);
