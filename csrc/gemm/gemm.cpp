@@ -15,6 +15,12 @@
 #include "common.h"
 #include "cpu/parallel.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#else
+inline int omp_get_thread_num() { return 0; }
+#endif
+
 namespace pyconv {
 namespace {
 
@@ -206,8 +212,8 @@ struct GemmWorkspace {
 };
 thread_local GemmWorkspace t_ws;
 
-// Chooses a tm x tn thread grid (tm * tn == nt) minimising the largest
-// per-thread block plus the redundant packing it causes.
+// Chooses a tm x tn block grid (tm * tn == nt) minimising the largest
+// block plus the redundant packing it causes.
 void thread_grid(int nt, i64 m, i64 n, i64 k, int MR, int NR, int* tm_out, int* tn_out) {
   const i64 tiles_m = (m + MR - 1) / MR, tiles_n = (n + NR - 1) / NR;
   double best = 1e300;
@@ -230,35 +236,48 @@ inline i64 split_point(i64 tiles, int parts, int idx, int tile) {
   return (tiles * idx / parts) * tile;
 }
 
-// Splits C into a thread grid of tile-aligned blocks and calls
+// Splits C into a grid of tile-aligned blocks and calls
 // body(m0, m1, n0, n1, scratch) for each, with `bytes` of private 64-byte
 // aligned scratch per thread (allocated here, outside the parallel region).
+// Large products get up to 4 blocks per thread, handed out dynamically, so
+// a thread that loses its core to another process does not hold up the
+// call. Each block covers the full k range, so the blocking never changes a
+// result.
 template <typename T, typename Body>
 void parallel_blocks(const GemmKernel<T>& K, i64 m, i64 n, i64 k, int nthreads, std::size_t bytes,
                      Body body) {
   const double flops = 2.0 * double(m) * double(n) * double(k);
-  int nt = nthreads > 0 ? nthreads : threads_for(flops, 4.0e5);
+  const int nt = nthreads > 0 ? nthreads : threads_for(flops, 4.0e5);
   int tm = 1, tn = 1;
-  if (nt > 1) thread_grid(nt, m, n, k, K.mr, K.nr, &tm, &tn);
-  nt = tm * tn;
+  if (nt > 1) {
+    const int per_thread = (int)std::max(1.0, std::min(4.0, flops / (nt * 4.0e6)));
+    thread_grid(nt * per_thread, m, n, k, K.mr, K.nr, &tm, &tn);
+    if (tm * tn < nt) thread_grid(nt, m, n, k, K.mr, K.nr, &tm, &tn);
+  }
+  const int nblocks = tm * tn;
+  const int nteam = std::min(nt, nblocks);
   GemmWorkspace& ws = t_ws;
-  if ((int)ws.bufs.size() < nt) ws.bufs.resize(nt);
-  std::vector<char*> base(nt);
-  for (int t = 0; t < nt; ++t) base[t] = static_cast<char*>(ws.bufs[t].reserve(bytes));
+  if ((int)ws.bufs.size() < nteam) ws.bufs.resize(nteam);
+  std::vector<char*> base(nteam);
+  for (int t = 0; t < nteam; ++t) base[t] = static_cast<char*>(ws.bufs[t].reserve(bytes));
   const i64 tiles_m = (m + K.mr - 1) / K.mr, tiles_n = (n + K.nr - 1) / K.nr;
-  auto run = [&](int t) {
-    const int ti = t / tn, tj = t % tn;
-    const i64 m0 = split_point(tiles_m, tm, ti, K.mr);
-    const i64 m1 = std::min<i64>(m, split_point(tiles_m, tm, ti + 1, K.mr));
-    const i64 n0 = split_point(tiles_n, tn, tj, K.nr);
-    const i64 n1 = std::min<i64>(n, split_point(tiles_n, tn, tj + 1, K.nr));
-    if (m0 < m1 && n0 < n1) body(m0, m1, n0, n1, base[t]);
+  auto run = [&](int blk, char* buf) {
+    const int bi = blk / tn, bj = blk % tn;
+    const i64 m0 = split_point(tiles_m, tm, bi, K.mr);
+    const i64 m1 = std::min<i64>(m, split_point(tiles_m, tm, bi + 1, K.mr));
+    const i64 n0 = split_point(tiles_n, tn, bj, K.nr);
+    const i64 n1 = std::min<i64>(n, split_point(tiles_n, tn, bj + 1, K.nr));
+    if (m0 < m1 && n0 < n1) body(m0, m1, n0, n1, buf);
   };
-  if (nt == 1) {
-    run(0);
-  } else {
-#pragma omp parallel for num_threads(nt) schedule(static, 1)
-    for (int t = 0; t < nt; ++t) run(t);
+  if (nteam <= 1) {
+    for (int blk = 0; blk < nblocks; ++blk) run(blk, base[0]);
+    return;
+  }
+#pragma omp parallel num_threads(nteam)
+  {
+    char* buf = base[omp_get_thread_num()];
+#pragma omp for schedule(dynamic, 1)
+    for (int blk = 0; blk < nblocks; ++blk) run(blk, buf);
   }
 }
 
