@@ -273,12 +273,14 @@ void parallel_blocks(const GemmKernel<T>& K, i64 m, i64 n, i64 k, int nthreads, 
     for (int blk = 0; blk < nblocks; ++blk) run(blk, base[0]);
     return;
   }
+  ExceptionCapture capture;
 #pragma omp parallel num_threads(nteam)
   {
     char* buf = base[omp_get_thread_num()];
 #pragma omp for schedule(dynamic, 1)
-    for (int blk = 0; blk < nblocks; ++blk) run(blk, buf);
+    for (int blk = 0; blk < nblocks; ++blk) capture.run([&] { run(blk, buf); });
   }
+  capture.rethrow();
 }
 
 // C := beta * C for k == 0.

@@ -123,12 +123,14 @@ void for_each_image(const Conv2dParams& p, double flops_per_image, i64 scratch_e
   std::vector<T*> cols(nt_img, nullptr);  // allocated outside the parallel region
   for (int t = 0; t < nt_img; ++t)
     if (scratch_elems) cols[t] = s.get<T>(t, scratch_elems);
+  ExceptionCapture capture;
 #pragma omp parallel num_threads(nt_img)
   {
     T* col = cols[omp_get_thread_num()];
 #pragma omp for schedule(dynamic, 1)
-    for (i64 n = 0; n < p.N; ++n) fn(n, col, 1, 1);
+    for (i64 n = 0; n < p.N; ++n) capture.run([&] { fn(n, col, 1, 1); });
   }
+  capture.rethrow();
 }
 
 // ---- stride-1 convolution over the shifted rows of a padded image --------
@@ -522,14 +524,18 @@ void conv2d_backward_weight(const Conv2dParams& p, const T* dy, const T* x, T* d
   T* partial = s.get<T>(0, nslots * dw_elems);
   std::vector<T*> bufs(nt);
   for (int t = 0; t < nt; ++t) bufs[t] = s.get<T>(1 + t, per);
+  ExceptionCapture capture;
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     T* buf = bufs[omp_get_thread_num()];
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
     for (i64 sl = 0; sl < nslots; ++sl)
-      for (i64 c = sl; c < nchunks; c += nslots)
-        weight_chunk(p, ch, c, dy, x, buf, c == sl ? T(0) : T(1), partial + sl * dw_elems, 1);
+      capture.run([&] {
+        for (i64 c = sl; c < nchunks; c += nslots)
+          weight_chunk(p, ch, c, dy, x, buf, c == sl ? T(0) : T(1), partial + sl * dw_elems, 1);
+      });
   }
+  capture.rethrow();
   const int ntr = threads_for(double(dw_elems) * nslots * sizeof(T), 1.0e6);
 #pragma omp parallel for num_threads(ntr) schedule(static) if (ntr > 1)
   for (i64 i = 0; i < dw_elems; ++i) {
