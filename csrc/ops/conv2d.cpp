@@ -407,9 +407,19 @@ inline bool use_wide_weight(const Conv2dParams& p) {
   return 4 * p.OHW() >= 3 * g.plane;  // at least 75% of wide columns are outputs
 }
 
-WeightChunks weight_chunks(const Conv2dParams& p, bool split) {
+// True when every x is finite. The wide kind multiplies the wrapped-around
+// columns by exact zeros of dy; an inf or NaN there would turn 0 into NaN in
+// weights PyTorch leaves finite, so non-finite inputs take the rows kind.
+template <typename T>
+bool all_finite(const T* x, i64 n) {
+  T acc = 0;  // x * 0 is NaN exactly when x is inf or NaN
+  for (i64 i = 0; i < n; ++i) acc += x[i] * T(0);
+  return acc == T(0);
+}
+
+WeightChunks weight_chunks(const Conv2dParams& p, bool split, bool finite) {
   WeightChunks ch;
-  ch.wide = use_wide_weight(p);
+  ch.wide = finite && use_wide_weight(p);
   const i64 Ktot = p.C * p.KH * p.KW;
   if (ch.wide) {
     const i64 per_image = (p.C + p.OC) * wide_geom(p).plane;
@@ -511,7 +521,8 @@ void conv2d_backward_weight(const Conv2dParams& p, const T* dy, const T* x, T* d
   // walks its chunks in order), and the slots are folded in slot order. All
   // of this depends on the shape only, never on the thread count.
   const bool split = dw_elems <= 65536 && p.N * p.OH >= 2;
-  const WeightChunks ch = weight_chunks(p, split);
+  const bool finite = !use_wide_weight(p) || all_finite(x, p.N * p.C * p.H * p.W);
+  const WeightChunks ch = weight_chunks(p, split, finite);
   const i64 nchunks = ch.count(), per = chunk_elems(p, ch);
   if (!split || nchunks == 1) {
     T* buf = s.get<T>(0, per);

@@ -49,11 +49,23 @@ void depthwise_forward(const Conv2dParams& p, const T* x, const T* w, const T* b
       for (i64 ox = 0; ox < p.OW; ++ox) yr[ox] = bias;
       for (i64 ky = 0; ky < p.KH; ++ky) {
         const i64 iy = oy * p.SH - p.PT + ky * p.DH;
-        if (iy < 0 || iy >= p.H) continue;
+        if (iy < 0 || iy >= p.H) {
+          // A tap on padding adds w * 0: zero, or NaN for an inf/NaN weight.
+          for (i64 kx = 0; kx < p.KW; ++kx) {
+            const T wz = wk[ky * p.KW + kx] * T(0);
+            if (wz != T(0))
+              for (i64 ox = 0; ox < p.OW; ++ox) yr[ox] += wz;
+          }
+          continue;
+        }
         const T* __restrict xr = xc + iy * p.W;
         for (i64 kx = 0; kx < p.KW; ++kx) {
           const T wv = wk[ky * p.KW + kx];
           const i64 xoff = tc.off[kx], lo = tc.lo[kx], hi = tc.hi[kx];
+          if (wv * T(0) != T(0)) {
+            for (i64 ox = 0; ox < lo; ++ox) yr[ox] += wv * T(0);
+            for (i64 ox = hi; ox < p.OW; ++ox) yr[ox] += wv * T(0);
+          }
           if (p.SW == 1)
             for (i64 ox = lo; ox < hi; ++ox) yr[ox] += wv * xr[ox + xoff];
           else
@@ -124,13 +136,24 @@ void depthwise_backward_weight(const Conv2dParams& p, const T* dy, const T* x, T
         const T* dyp = dy + (n * p.OC + oc) * OHW;
         for (i64 oy = 0; oy < p.OH; ++oy) {
           const T* __restrict dr = dyp + oy * p.OW;
+          // dy * 0 for taps on padding: NaN when dy is inf/NaN, as in PyTorch.
+          T dz = 0;
+          for (i64 ox = 0; ox < p.OW; ++ox) dz += dr[ox] * T(0);
           for (i64 ky = 0; ky < p.KH; ++ky) {
             const i64 iy = oy * p.SH - p.PT + ky * p.DH;
-            if (iy < 0 || iy >= p.H) continue;
+            if (iy < 0 || iy >= p.H) {
+              if (dz != T(0))
+                for (i64 kx = 0; kx < p.KW; ++kx) acc[(ky * p.KW + kx) * p.OW] += dz;
+              continue;
+            }
             const T* __restrict xr = xc + iy * p.W;
             for (i64 kx = 0; kx < p.KW; ++kx) {
               T* __restrict a = acc + (ky * p.KW + kx) * p.OW;
               const i64 xoff = tc.off[kx], lo = tc.lo[kx], hi = tc.hi[kx];
+              if (dz != T(0)) {
+                for (i64 ox = 0; ox < lo; ++ox) a[ox] += dr[ox] * T(0);
+                for (i64 ox = hi; ox < p.OW; ++ox) a[ox] += dr[ox] * T(0);
+              }
               if (p.SW == 1)
                 for (i64 ox = lo; ox < hi; ++ox) a[ox] += dr[ox] * xr[ox + xoff];
               else
