@@ -215,7 +215,7 @@ void forward_image_wide(const Conv2dParams& p, const WideGeom& g, const i64* bof
 // 49 columns). Here one GEMM covers a chunk of nb images side by side:
 // forward packs B from the images directly, backward-data goes through
 // col[Ktot][nb*OHW] and col2im.
-inline bool use_batched(const Conv2dParams& p) { return p.N > 1 && p.OHW() < 256; }
+inline bool use_batched(const Conv2dParams& p) { return p.N > 1 && p.OHW() < 100; }
 
 inline i64 batch_chunk(const Conv2dParams& p) {
   const i64 per_image = (p.C * p.KH * p.KW + p.OC) * p.OHW();
