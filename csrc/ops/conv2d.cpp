@@ -43,6 +43,7 @@ struct Scratch {
   }
 };
 thread_local Scratch t_scratch;  // owned by the calling (Python) thread
+thread_local AlignedBuffer t_weights;  // transformed weights (backward-data)
 
 i64 band_rows(const Conv2dParams& p) {
   const i64 per_row = p.C * p.KH * p.KW * p.OW;
@@ -322,15 +323,19 @@ void conv2d_backward_data(const Conv2dParams& p, const T* dy, const T* w, T* dx)
     // group-transposed weights and padding d*(k-1) - pad (which may be
     // negative): no col2im scatter.
     const i64 Cg = p.Cg(), OCg = p.OCg(), KK = p.KH * p.KW;
-    std::vector<T> wt_buf(p.OC * Cg * KK);
-    T* wt = wt_buf.data();
+    // Kept between calls (page faults on a fresh 9 MB buffer cost more than
+    // the transpose); not zero-filled: every element is written below.
+    T* wt = static_cast<T*>(t_weights.reserve(checked_bytes(p.OC * Cg, KK, sizeof(T))));
+    // Writes stream; the strided reads revisit the same OCg cache lines for
+    // consecutive c, which stay in L2.
     for (i64 g = 0; g < p.G; ++g)
-      for (i64 o = 0; o < OCg; ++o)
-        for (i64 c = 0; c < Cg; ++c) {
+      for (i64 c = 0; c < Cg; ++c) {
+        T* d = wt + (g * Cg + c) * OCg * KK;
+        for (i64 o = 0; o < OCg; ++o, d += KK) {
           const T* src = w + ((g * OCg + o) * Cg + c) * KK;
-          T* d = wt + ((g * Cg + c) * OCg + o) * KK;
           for (i64 t = 0; t < KK; ++t) d[t] = src[KK - 1 - t];
         }
+      }
     Conv2dParams q = p;
     q.C = p.OC; q.H = p.OH; q.W = p.OW;
     q.OC = p.C; q.OH = p.H; q.OW = p.W;
