@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -60,8 +61,10 @@ def test_set_isa_roundtrip_and_errors():
 def _run(code, env_extra):
     env = dict(os.environ)
     env.update(env_extra)
+    # Run outside the checkout: from the repository root `import pyconv` would
+    # find the source tree (no compiled module) before the installed package.
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, cwd=tempfile.gettempdir())
 
 
 def test_env_overrides():
