@@ -11,7 +11,11 @@
 #include "cpu/cpuinfo.h"
 #include "cpu/parallel.h"
 #include "gemm/gemm.h"
+#include "ops/activation.h"
 #include "ops/conv2d.h"
+#include "ops/loss.h"
+#include "ops/membench.h"
+#include "ops/pool2d.h"
 
 namespace py = pybind11;
 using namespace pyconv;
@@ -203,6 +207,364 @@ py::dict kernel_info(Isa isa) {
   return d;
 }
 
+// ---------------------------------------------------------------- shared checks
+// Checks that every array is C-contiguous with dtype d; returns d.
+DType same_contig(std::initializer_list<std::pair<const py::array*, const char*>> arrs) {
+  const DType d = dtype_of(*arrs.begin()->first, arrs.begin()->second);
+  for (auto& [a, name] : arrs) {
+    require_same_dtype(d, *a, name);
+    require_c_contig(*a, name);
+  }
+  return d;
+}
+
+void require_size(const py::array& a, i64 n, const char* name) {
+  if ((i64)a.size() != n)
+    throw py::value_error(std::string(name) + ": expected " + std::to_string(n) + " elements, got " +
+                          std::to_string(a.size()));
+}
+
+const std::int64_t* index_array(const py::array& a, const char* name, i64 n, i64 limit) {
+  if (!a.dtype().is(py::dtype::of<std::int64_t>()))
+    throw py::type_error(std::string(name) + ": expected an int64 array");
+  require_c_contig(a, name);
+  require_size(a, n, name);
+  const std::int64_t* p = static_cast<const std::int64_t*>(a.data());
+  for (i64 i = 0; i < n; ++i)
+    if (p[i] < 0 || p[i] >= limit)
+      throw py::value_error(std::string(name) + ": value " + std::to_string(p[i]) +
+                            " at position " + std::to_string(i) + " is outside [0, " +
+                            std::to_string(limit) + ")");
+  return p;
+}
+
+// ---------------------------------------------------------------- pooling
+Pool2dParams pool_params(const py::array& x, const py::array& y, i64 kh, i64 kw, i64 sh, i64 sw,
+                         i64 ph, i64 pw, i64 dh, i64 dw, const char* xname, const char* yname) {
+  require_ndim(x, 4, xname);
+  require_ndim(y, 4, yname);
+  if (x.shape(0) != y.shape(0) || x.shape(1) != y.shape(1))
+    throw py::value_error(std::string("pool2d: ") + yname + " must have the batch and channels of " + xname);
+  Pool2dParams p{x.shape(0), x.shape(1), x.shape(2), x.shape(3), kh, kw, sh, sw, ph, pw, dh, dw,
+                 y.shape(2), y.shape(3)};
+  if (kh < 1 || kw < 1 || sh < 1 || sw < 1 || dh < 1 || dw < 1 || ph < 0 || pw < 0)
+    throw py::value_error("pool2d: bad window parameters");
+  // Every window must hold at least one input position (ceil_mode rule).
+  if (p.OH > 0 && ((p.OH - 1) * sh - ph >= p.H || (p.OW - 1) * sw - pw >= p.W))
+    throw py::value_error("pool2d: output size too large for the input");
+  return p;
+}
+
+template <typename F>
+void with_dtype(DType d, F f) {
+  if (d == DType::f32) f(float{});
+  else f(double{});
+}
+
+void py_max_pool2d_forward(const py::array& x, py::array& y, const py::object& idx, i64 kh, i64 kw,
+                           i64 sh, i64 sw, i64 ph, i64 pw, i64 dh, i64 dw) {
+  const DType d = same_contig({{&x, "input"}, {&y, "out"}});
+  require_writable(y, "out");
+  Pool2dParams p = pool_params(x, y, kh, kw, sh, sw, ph, pw, dh, dw, "input", "out");
+  std::int64_t* ip = nullptr;
+  py::array ia;
+  if (!idx.is_none()) {
+    ia = py::reinterpret_borrow<py::array>(idx);
+    if (!ia.dtype().is(py::dtype::of<std::int64_t>())) throw py::type_error("indices: expected int64");
+    require_c_contig(ia, "indices");
+    require_writable(ia, "indices");
+    require_size(ia, y.size(), "indices");
+    ip = static_cast<std::int64_t*>(ia.mutable_data());
+  }
+  py::gil_scoped_release nogil;
+  with_dtype(d, [&](auto t) {
+    using T = decltype(t);
+    max_pool2d_forward<T>(p, ptr<T>(x), mut_ptr<T>(y), ip);
+  });
+}
+
+void py_max_pool2d_backward(const py::array& dy, const py::array& idx, py::array& dx) {
+  const DType d = same_contig({{&dy, "grad_output"}, {&dx, "grad_input"}});
+  require_writable(dx, "grad_input");
+  Pool2dParams p = pool_params(dx, dy, 1, 1, 1, 1, 0, 0, 1, 1, "grad_input", "grad_output");
+  const std::int64_t* ip = index_array(idx, "indices", dy.size(), p.H * p.W);
+  py::gil_scoped_release nogil;
+  with_dtype(d, [&](auto t) {
+    using T = decltype(t);
+    max_pool2d_backward<T>(p, ptr<T>(dy), ip, mut_ptr<T>(dx));
+  });
+}
+
+void py_avg_pool2d(bool backward, const py::array& in, py::array& out, i64 kh, i64 kw, i64 sh,
+                   i64 sw, i64 ph, i64 pw, bool cip, i64 dov) {
+  const DType d = same_contig({{&in, backward ? "grad_output" : "input"},
+                               {&out, backward ? "grad_input" : "out"}});
+  require_writable(out, "out");
+  const py::array& x = backward ? out : in;
+  const py::array& y = backward ? in : out;
+  Pool2dParams p = pool_params(x, y, kh, kw, sh, sw, ph, pw, 1, 1, "input", "output");
+  py::gil_scoped_release nogil;
+  with_dtype(d, [&](auto t) {
+    using T = decltype(t);
+    if (backward) avg_pool2d_backward<T>(p, cip, dov, ptr<T>(in), mut_ptr<T>(out));
+    else avg_pool2d_forward<T>(p, cip, dov, ptr<T>(in), mut_ptr<T>(out));
+  });
+}
+
+Pool2dParams adaptive_params(const py::array& x, const py::array& y) {
+  require_ndim(x, 4, "input");
+  require_ndim(y, 4, "output");
+  if (x.shape(0) != y.shape(0) || x.shape(1) != y.shape(1) || y.shape(2) < 1 || y.shape(3) < 1 ||
+      x.shape(2) < 1 || x.shape(3) < 1)
+    throw py::value_error("adaptive pool: shapes do not match");
+  return Pool2dParams{x.shape(0), x.shape(1), x.shape(2), x.shape(3), 1, 1, 1, 1, 0, 0, 1, 1,
+                      y.shape(2), y.shape(3)};
+}
+
+void py_adaptive_avg(bool backward, const py::array& in, py::array& out) {
+  const DType d = same_contig({{&in, "input"}, {&out, "out"}});
+  require_writable(out, "out");
+  Pool2dParams p = backward ? adaptive_params(out, in) : adaptive_params(in, out);
+  py::gil_scoped_release nogil;
+  with_dtype(d, [&](auto t) {
+    using T = decltype(t);
+    if (backward) adaptive_avg_pool2d_backward<T>(p, ptr<T>(in), mut_ptr<T>(out));
+    else adaptive_avg_pool2d_forward<T>(p, ptr<T>(in), mut_ptr<T>(out));
+  });
+}
+
+void py_adaptive_max(const py::array& x, py::array& y, py::array& idx) {
+  const DType d = same_contig({{&x, "input"}, {&y, "out"}});
+  require_writable(y, "out");
+  Pool2dParams p = adaptive_params(x, y);
+  if (!idx.dtype().is(py::dtype::of<std::int64_t>())) throw py::type_error("indices: expected int64");
+  require_c_contig(idx, "indices");
+  require_writable(idx, "indices");
+  require_size(idx, y.size(), "indices");
+  std::int64_t* ip = static_cast<std::int64_t*>(idx.mutable_data());
+  py::gil_scoped_release nogil;
+  with_dtype(d, [&](auto t) {
+    using T = decltype(t);
+    adaptive_max_pool2d_forward<T>(p, ptr<T>(x), mut_ptr<T>(y), ip);
+  });
+}
+
+// ---------------------------------------------------------------- activations
+Act parse_act(const std::string& name) {
+  if (name == "relu") return Act::relu;
+  if (name == "leaky_relu") return Act::leaky_relu;
+  if (name == "elu") return Act::elu;
+  if (name == "sigmoid") return Act::sigmoid;
+  if (name == "tanh") return Act::tanh;
+  if (name == "gelu") return Act::gelu;
+  if (name == "gelu_tanh") return Act::gelu_tanh;
+  throw py::value_error("unknown activation '" + name + "'");
+}
+
+void py_activation_forward(const std::string& name, const py::array& x, py::array& y, double alpha) {
+  const DType d = same_contig({{&x, "input"}, {&y, "out"}});
+  require_writable(y, "out");
+  require_size(y, x.size(), "out");
+  const Act a = parse_act(name);
+  const i64 n = x.size();
+  py::gil_scoped_release nogil;
+  with_dtype(d, [&](auto t) {
+    using T = decltype(t);
+    activation_forward<T>(a, T(alpha), ptr<T>(x), mut_ptr<T>(y), n);
+  });
+}
+
+void py_activation_backward(const std::string& name, const py::array& dy, const py::array& saved,
+                            py::array& dx, double alpha) {
+  const DType d = same_contig({{&dy, "grad_output"}, {&saved, "saved"}, {&dx, "grad_input"}});
+  require_writable(dx, "grad_input");
+  require_size(saved, dy.size(), "saved");
+  require_size(dx, dy.size(), "grad_input");
+  const Act a = parse_act(name);
+  const i64 n = dy.size();
+  py::gil_scoped_release nogil;
+  with_dtype(d, [&](auto t) {
+    using T = decltype(t);
+    activation_backward<T>(a, T(alpha), ptr<T>(dy), ptr<T>(saved), mut_ptr<T>(dx), n);
+  });
+}
+
+void check_lines(i64 outer, i64 dim, i64 inner) {
+  if (outer < 0 || dim < 1 || inner < 1) throw py::value_error("bad (outer, dim, inner) view");
+}
+
+void py_softmax_forward(bool log, const py::array& x, py::array& y, i64 outer, i64 dim, i64 inner) {
+  const DType d = same_contig({{&x, "input"}, {&y, "out"}});
+  require_writable(y, "out");
+  check_lines(outer, dim, inner);
+  require_size(x, outer * dim * inner, "input");
+  require_size(y, outer * dim * inner, "out");
+  py::gil_scoped_release nogil;
+  with_dtype(d, [&](auto t) {
+    using T = decltype(t);
+    softmax_forward<T>(log, ptr<T>(x), mut_ptr<T>(y), outer, dim, inner);
+  });
+}
+
+void py_softmax_backward(bool log, const py::array& dy, const py::array& y, py::array& dx,
+                         i64 outer, i64 dim, i64 inner) {
+  const DType d = same_contig({{&dy, "grad_output"}, {&y, "output"}, {&dx, "grad_input"}});
+  require_writable(dx, "grad_input");
+  check_lines(outer, dim, inner);
+  for (auto* a : {&dy, &y}) require_size(*a, outer * dim * inner, "grad_output/output");
+  require_size(dx, outer * dim * inner, "grad_input");
+  py::gil_scoped_release nogil;
+  with_dtype(d, [&](auto t) {
+    using T = decltype(t);
+    softmax_backward<T>(log, ptr<T>(dy), ptr<T>(y), mut_ptr<T>(dx), outer, dim, inner);
+  });
+}
+
+void py_maxout(bool backward, const py::array& a, const py::array& b, py::array& out, i64 outer,
+               i64 dim, i64 inner, i64 pieces) {
+  check_lines(outer, dim, inner);
+  if (pieces < 1 || dim % pieces) throw py::value_error("maxout: pieces must divide the channels");
+  if (!backward) {  // a = x, out = y
+    const DType d = same_contig({{&a, "input"}, {&out, "out"}});
+    require_writable(out, "out");
+    require_size(a, outer * dim * inner, "input");
+    require_size(out, outer * (dim / pieces) * inner, "out");
+    py::gil_scoped_release nogil;
+    with_dtype(d, [&](auto t) {
+      using T = decltype(t);
+      maxout_forward<T>(ptr<T>(a), mut_ptr<T>(out), outer, dim, inner, pieces);
+    });
+    return;
+  }
+  // a = dy, b = x, out = dx
+  const DType d = same_contig({{&a, "grad_output"}, {&b, "input"}, {&out, "grad_input"}});
+  require_writable(out, "grad_input");
+  require_size(a, outer * (dim / pieces) * inner, "grad_output");
+  require_size(b, outer * dim * inner, "input");
+  require_size(out, outer * dim * inner, "grad_input");
+  py::gil_scoped_release nogil;
+  with_dtype(d, [&](auto t) {
+    using T = decltype(t);
+    maxout_backward<T>(ptr<T>(a), ptr<T>(b), mut_ptr<T>(out), outer, dim, inner, pieces);
+  });
+}
+
+// ---------------------------------------------------------------- losses
+struct Targets {
+  const std::int64_t* idx = nullptr;
+  py::array prob;
+};
+
+Targets targets(DType d, const py::array& x, const py::object& t_idx, const py::object& t_prob) {
+  Targets t;
+  const i64 N = x.shape(0), C = x.shape(1);
+  if (!t_idx.is_none())
+    t.idx = index_array(py::reinterpret_borrow<py::array>(t_idx), "target", N, C);
+  else {
+    t.prob = py::reinterpret_borrow<py::array>(t_prob);
+    require_same_dtype(d, t.prob, "target");
+    require_c_contig(t.prob, "target");
+    require_size(t.prob, N * C, "target");
+  }
+  return t;
+}
+
+int parse_reduction(int r) {
+  if (r < 0 || r > 2) throw py::value_error("reduction code must be 0, 1 or 2");
+  return r;
+}
+
+void py_cross_entropy_forward(const py::array& x, const py::object& t_idx, const py::object& t_prob,
+                              double eps, int reduction, py::array& out) {
+  const DType d = same_contig({{&x, "input"}, {&out, "out"}});
+  require_ndim(x, 2, "input");
+  require_writable(out, "out");
+  require_size(out, parse_reduction(reduction) == kNone ? x.shape(0) : 1, "out");
+  Targets t = targets(d, x, t_idx, t_prob);
+  const i64 N = x.shape(0), C = x.shape(1);
+  py::gil_scoped_release nogil;
+  with_dtype(d, [&](auto z) {
+    using T = decltype(z);
+    cross_entropy_forward<T>(ptr<T>(x), N, C, t.idx, t.idx ? nullptr : ptr<T>(t.prob), T(eps),
+                             reduction, mut_ptr<T>(out));
+  });
+}
+
+void py_cross_entropy_backward(const py::array& x, const py::object& t_idx, const py::object& t_prob,
+                               double eps, const py::array& g, double scale, py::array& dx) {
+  const DType d = same_contig({{&x, "input"}, {&g, "grad_output"}, {&dx, "grad_input"}});
+  require_ndim(x, 2, "input");
+  require_writable(dx, "grad_input");
+  require_size(dx, x.size(), "grad_input");
+  const i64 N = x.shape(0), C = x.shape(1);
+  if (g.size() != 1 && (i64)g.size() != N) throw py::value_error("grad_output: expected 1 or N values");
+  const i64 gs = g.size() == 1 && N != 1 ? 0 : 1;
+  Targets t = targets(d, x, t_idx, t_prob);
+  py::gil_scoped_release nogil;
+  with_dtype(d, [&](auto z) {
+    using T = decltype(z);
+    cross_entropy_backward<T>(ptr<T>(x), N, C, t.idx, t.idx ? nullptr : ptr<T>(t.prob), T(eps),
+                              ptr<T>(g), gs, T(scale), mut_ptr<T>(dx));
+  });
+}
+
+void py_nll_forward(const py::array& x, const py::array& t, int reduction, py::array& out) {
+  const DType d = same_contig({{&x, "input"}, {&out, "out"}});
+  require_ndim(x, 2, "input");
+  require_writable(out, "out");
+  require_size(out, parse_reduction(reduction) == kNone ? x.shape(0) : 1, "out");
+  const i64 N = x.shape(0), C = x.shape(1);
+  const std::int64_t* tp = index_array(t, "target", N, C);
+  py::gil_scoped_release nogil;
+  with_dtype(d, [&](auto z) {
+    using T = decltype(z);
+    nll_loss_forward<T>(ptr<T>(x), N, C, tp, reduction, mut_ptr<T>(out));
+  });
+}
+
+void py_nll_backward(const py::array& t, const py::array& g, double scale, py::array& dx) {
+  const DType d = same_contig({{&g, "grad_output"}, {&dx, "grad_input"}});
+  require_ndim(dx, 2, "grad_input");
+  require_writable(dx, "grad_input");
+  const i64 N = dx.shape(0), C = dx.shape(1);
+  if (g.size() != 1 && (i64)g.size() != N) throw py::value_error("grad_output: expected 1 or N values");
+  const i64 gs = g.size() == 1 && N != 1 ? 0 : 1;
+  const std::int64_t* tp = index_array(t, "target", N, C);
+  py::gil_scoped_release nogil;
+  with_dtype(d, [&](auto z) {
+    using T = decltype(z);
+    nll_loss_backward<T>(N, C, tp, ptr<T>(g), gs, T(scale), mut_ptr<T>(dx));
+  });
+}
+
+void py_mse_forward(const py::array& x, const py::array& tg, int reduction, py::array& out) {
+  const DType d = same_contig({{&x, "input"}, {&tg, "target"}, {&out, "out"}});
+  require_writable(out, "out");
+  require_size(tg, x.size(), "target");
+  require_size(out, parse_reduction(reduction) == kNone ? x.size() : 1, "out");
+  const i64 n = x.size();
+  py::gil_scoped_release nogil;
+  with_dtype(d, [&](auto z) {
+    using T = decltype(z);
+    mse_loss_forward<T>(ptr<T>(x), ptr<T>(tg), n, reduction, mut_ptr<T>(out));
+  });
+}
+
+void py_mse_backward(const py::array& x, const py::array& tg, const py::array& g, double scale,
+                     py::array& dx) {
+  const DType d = same_contig({{&x, "input"}, {&tg, "target"}, {&g, "grad_output"}, {&dx, "grad_input"}});
+  require_writable(dx, "grad_input");
+  require_size(tg, x.size(), "target");
+  require_size(dx, x.size(), "grad_input");
+  if (g.size() != 1 && g.size() != x.size()) throw py::value_error("grad_output: expected 1 or n values");
+  const i64 n = x.size(), gs = g.size() == 1 && n != 1 ? 0 : 1;
+  py::gil_scoped_release nogil;
+  with_dtype(d, [&](auto z) {
+    using T = decltype(z);
+    mse_loss_backward<T>(ptr<T>(x), ptr<T>(tg), n, ptr<T>(g), gs, T(scale), mut_ptr<T>(dx));
+  });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -256,4 +618,45 @@ PYBIND11_MODULE(_C, m) {
   m.def("conv2d_backward_weight", &py_conv2d_backward_weight, py::arg("dy"), py::arg("x"),
         py::arg("dw"), py::arg("db"), py::arg("sh"), py::arg("sw"), py::arg("pt"), py::arg("pl"),
         py::arg("dh"), py::arg("dwl"), py::arg("groups"));
+  // pooling
+  m.def("max_pool2d_forward", &py_max_pool2d_forward, py::arg("x"), py::arg("y"), py::arg("indices"),
+        py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"),
+        py::arg("dh"), py::arg("dw"));
+  m.def("max_pool2d_backward", &py_max_pool2d_backward, py::arg("dy"), py::arg("indices"), py::arg("dx"));
+  m.def("avg_pool2d_forward", [](const py::array& x, py::array& y, i64 kh, i64 kw, i64 sh, i64 sw,
+                                 i64 ph, i64 pw, bool cip, i64 dov) {
+    py_avg_pool2d(false, x, y, kh, kw, sh, sw, ph, pw, cip, dov);
+  });
+  m.def("avg_pool2d_backward", [](const py::array& dy, py::array& dx, i64 kh, i64 kw, i64 sh, i64 sw,
+                                  i64 ph, i64 pw, bool cip, i64 dov) {
+    py_avg_pool2d(true, dy, dx, kh, kw, sh, sw, ph, pw, cip, dov);
+  });
+  m.def("adaptive_avg_pool2d_forward", [](const py::array& x, py::array& y) { py_adaptive_avg(false, x, y); });
+  m.def("adaptive_avg_pool2d_backward", [](const py::array& dy, py::array& dx) { py_adaptive_avg(true, dy, dx); });
+  m.def("adaptive_max_pool2d_forward", &py_adaptive_max);
+  // activations
+  m.def("activation_forward", &py_activation_forward, py::arg("name"), py::arg("x"), py::arg("y"),
+        py::arg("alpha") = 0.0);
+  m.def("activation_backward", &py_activation_backward, py::arg("name"), py::arg("dy"),
+        py::arg("saved"), py::arg("dx"), py::arg("alpha") = 0.0);
+  m.def("softmax_forward", &py_softmax_forward);
+  m.def("softmax_backward", &py_softmax_backward);
+  m.def("maxout_forward", [](const py::array& x, py::array& y, i64 outer, i64 dim, i64 inner, i64 pieces) {
+    py_maxout(false, x, x, y, outer, dim, inner, pieces);
+  });
+  m.def("maxout_backward", [](const py::array& dy, const py::array& x, py::array& dx, i64 outer, i64 dim,
+                              i64 inner, i64 pieces) { py_maxout(true, dy, x, dx, outer, dim, inner, pieces); });
+  // losses
+  m.def("cross_entropy_forward", &py_cross_entropy_forward);
+  m.def("cross_entropy_backward", &py_cross_entropy_backward);
+  m.def("nll_loss_forward", &py_nll_forward);
+  m.def("nll_loss_backward", &py_nll_backward);
+  m.def("mse_loss_forward", &py_mse_forward);
+  m.def("mse_loss_backward", &py_mse_backward);
+  // bench yardstick
+  m.def("triad_gbps", [](i64 n, int nthreads, double seconds) {
+    if (n < 1 || nthreads < 1) throw py::value_error("triad_gbps: n and nthreads must be >= 1");
+    py::gil_scoped_release nogil;
+    return triad_gbps(n, nthreads, seconds);
+  }, py::arg("n") = i64(1) << 25, py::arg("nthreads") = 1, py::arg("seconds") = 0.5);
 }

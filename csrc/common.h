@@ -51,6 +51,14 @@ struct Conv2dParams {
   }
 };
 
+// Pooling geometry (windows start at o*S - P; bottom/right extents follow OH/OW).
+struct Pool2dParams {
+  i64 N, C, H, W;
+  i64 KH, KW, SH, SW, PH, PW, DH, DW;
+  i64 OH, OW;
+  i64 planes() const { return N * C; }
+};
+
 // A growable 64-byte-aligned buffer. It is kept between calls (one per
 // calling thread, see Scratch) so hot loops do not pay for page faults.
 class AlignedBuffer {

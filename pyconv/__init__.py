@@ -10,16 +10,13 @@ import os as _os
 import warnings as _warnings
 
 from . import _C
-from .functional import conv2d, conv2d_backward, conv2d_input, conv2d_weight, gemm
+from . import functional
+from .functional import *  # noqa: F401,F403  (the functional API, listed in functional.__all__)
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "conv2d",
-    "conv2d_backward",
-    "conv2d_input",
-    "conv2d_weight",
-    "gemm",
+__all__ = list(functional.__all__) + [
+    "functional",
     "config",
     "get_num_threads",
     "set_num_threads",

@@ -21,11 +21,16 @@ from . import _C
 IntOrPair = Union[int, Tuple[int, int]]
 
 __all__ = [
-    "conv2d",
-    "conv2d_backward",
-    "conv2d_input",
-    "conv2d_weight",
-    "gemm",
+    "conv2d", "conv2d_backward", "conv2d_input", "conv2d_weight", "gemm",
+    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
+    "adaptive_max_pool2d", "adaptive_max_pool2d_backward",
+    "relu", "relu_backward", "leaky_relu", "leaky_relu_backward", "elu", "elu_backward",
+    "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "gelu", "gelu_backward",
+    "softmax", "softmax_backward", "log_softmax", "log_softmax_backward",
+    "maxout", "maxout_backward",
+    "cross_entropy", "cross_entropy_backward", "nll_loss", "nll_loss_backward",
+    "mse_loss", "mse_loss_backward",
 ]
 
 _MAX_ELEMS = 2**62
@@ -356,3 +361,594 @@ def gemm(a, b, out: Optional[np.ndarray] = None, beta: float = 0.0) -> np.ndarra
     if target is not out:
         out[...] = target
     return _finish(out, rdt) if out.dtype != rdt and out is not None else out
+
+
+# --------------------------------------------------------------------------
+# pooling
+# --------------------------------------------------------------------------
+def _pool_geom(shape, kernel_size, stride, padding, dilation, ceil_mode):
+    """Output (OH, OW) and normalised window parameters, PyTorch's rules."""
+    N, C, H, W = shape
+    kh, kw = _pair("kernel_size", kernel_size)
+    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
+        sh, sw = kh, kw
+    else:
+        sh, sw = _pair("stride", stride)
+    ph, pw = _pair("padding", padding)
+    dh, dw = _pair("dilation", dilation)
+    if kh < 1 or kw < 1:
+        raise ValueError(f"kernel_size must be positive, got {kernel_size!r}")
+    if sh < 1 or sw < 1:
+        raise ValueError(f"stride must be positive, got {stride!r}")
+    if dh < 1 or dw < 1:
+        raise ValueError(f"dilation must be positive, got {dilation!r}")
+    if ph < 0 or pw < 0:
+        raise ValueError(f"padding must be non-negative, got {padding!r}")
+    if 2 * ph > kh or 2 * pw > kw:
+        raise ValueError(
+            f"padding={padding!r} must be at most half of kernel_size={kernel_size!r}")
+    if H < 1 or W < 1:
+        raise ValueError(f"input has an empty spatial dimension: shape {tuple(shape)}")
+
+    def out(size, k, s, p, d):
+        span = size + 2 * p - d * (k - 1) - 1
+        if span < 0:
+            raise ValueError(
+                f"kernel_size={kernel_size!r} with dilation={dilation!r} is larger than the "
+                f"padded input ({H + 2 * ph}, {W + 2 * pw})")
+        o = (span + (s - 1 if ceil_mode else 0)) // s + 1
+        if ceil_mode and (o - 1) * s >= size + p:  # the last window must start inside
+            o -= 1
+        return o
+
+    return (out(H, kh, sh, ph, dh), out(W, kw, sw, pw, dw)), (kh, kw, sh, sw, ph, pw, dh, dw)
+
+
+def _pool_input(input, name="input"):
+    x = _as_array(name, input)
+    cdt, rdt = _compute_dtype(**{name: x})
+    x, unbatched = _batched(name, x)
+    return x, cdt, rdt, unbatched
+
+
+def _unbatch(a, unbatched):
+    return a[0] if unbatched else a
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """2-D max pooling as ``torch.nn.functional.max_pool2d``.
+
+    Returns y, or (y, indices) with int64 indices ``iy * W + ix`` into each
+    input plane. Ties keep the first position in the window; NaN wins.
+    """
+    x, cdt, rdt, unbatched = _pool_input(input)
+    (OH, OW), win = _pool_geom(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    N, C = x.shape[:2]
+    y = np.empty((N, C, OH, OW), dtype=cdt)
+    idx = np.empty((N, C, OH, OW), dtype=np.int64) if return_indices else None
+    if y.size:
+        _C.max_pool2d_forward(_prepare(x, cdt), y, idx, *win)
+    y = _unbatch(_finish(y, rdt), unbatched)
+    return (y, _unbatch(idx, unbatched)) if return_indices else y
+
+
+def _scatter_backward(grad_output, indices, input_shape, fn_name):
+    shape = tuple(_int("input_shape", s) for s in input_shape)
+    if len(shape) not in (3, 4):
+        raise ValueError(f"{fn_name}: input_shape must have 3 or 4 dims, got {shape}")
+    dy = _as_array("grad_output", grad_output)
+    idx = _as_array("indices", indices)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"{fn_name}: indices must be an integer array, got dtype {idx.dtype}")
+    if idx.shape != dy.shape:
+        raise ValueError(f"{fn_name}: indices shape {idx.shape} must match grad_output shape {dy.shape}")
+    cdt, rdt = _compute_dtype(grad_output=dy)
+    unbatched = len(shape) == 3
+    full = (1,) + shape if unbatched else shape
+    if dy.ndim != 4 - unbatched or dy.shape[:-2] != full[1 - unbatched:-2] and not unbatched:
+        raise ValueError(f"{fn_name}: grad_output shape {dy.shape} does not match input_shape {shape}")
+    if unbatched:
+        if dy.shape[0] != shape[0]:
+            raise ValueError(f"{fn_name}: grad_output shape {dy.shape} does not match input_shape {shape}")
+        dy, idx = dy[None], idx[None]
+    dx = np.empty(full, dtype=cdt)
+    if dx.size:
+        if dy.size == 0:
+            dx[...] = 0
+        else:
+            try:
+                _C.max_pool2d_backward(_prepare(dy, cdt), np.ascontiguousarray(idx, np.int64), dx)
+            except ValueError as e:
+                raise ValueError(f"{fn_name}: indices out of range for input_shape {shape}: {e}") from None
+    return _unbatch(_finish(dx, rdt), unbatched)
+
+
+def max_pool2d_backward(grad_output, indices, input_shape):
+    """Gradient of :func:`max_pool2d`: grad_output scattered (added) at ``indices``."""
+    return _scatter_backward(grad_output, indices, input_shape, "max_pool2d_backward")
+
+
+def _avg_args(count_include_pad, divisor_override):
+    if divisor_override is None:
+        dov = 0
+    else:
+        dov = _int("divisor_override", divisor_override)
+        if dov <= 0:
+            raise ValueError(f"divisor_override must be positive, got {divisor_override!r}")
+    return bool(count_include_pad), dov
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    """2-D average pooling as ``torch.nn.functional.avg_pool2d``."""
+    x, cdt, rdt, unbatched = _pool_input(input)
+    (OH, OW), win = _pool_geom(x.shape, kernel_size, stride, padding, 1, ceil_mode)
+    cip, dov = _avg_args(count_include_pad, divisor_override)
+    y = np.empty(x.shape[:2] + (OH, OW), dtype=cdt)
+    if y.size:
+        _C.avg_pool2d_forward(_prepare(x, cdt), y, *win[:6], cip, dov)
+    return _unbatch(_finish(y, rdt), unbatched)
+
+
+def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0,
+                        ceil_mode=False, count_include_pad=True, divisor_override=None):
+    """Gradient of :func:`avg_pool2d` w.r.t. its input (same window arguments)."""
+    shape = tuple(_int("input_shape", s) for s in input_shape)
+    if len(shape) not in (3, 4):
+        raise ValueError(f"avg_pool2d_backward: input_shape must have 3 or 4 dims, got {shape}")
+    unbatched = len(shape) == 3
+    full = (1,) + shape if unbatched else shape
+    dy = _as_array("grad_output", grad_output)
+    cdt, rdt = _compute_dtype(grad_output=dy)
+    (OH, OW), win = _pool_geom(full, kernel_size, stride, padding, 1, ceil_mode)
+    cip, dov = _avg_args(count_include_pad, divisor_override)
+    expect = full[:2] + (OH, OW)
+    if (dy[None] if unbatched else dy).shape != expect:
+        raise ValueError(f"grad_output must have shape {expect[1:] if unbatched else expect}, got {dy.shape}")
+    dx = np.empty(full, dtype=cdt)
+    if dx.size:
+        _C.avg_pool2d_backward(_prepare(dy[None] if unbatched else dy, cdt), dx, *win[:6], cip, dov)
+    return _unbatch(_finish(dx, rdt), unbatched)
+
+
+def _adaptive_size(output_size, H, W):
+    if isinstance(output_size, (tuple, list)):
+        if len(output_size) != 2:
+            raise ValueError(f"output_size must be an int or a pair, got {output_size!r}")
+        oh = H if output_size[0] is None else _int("output_size", output_size[0])
+        ow = W if output_size[1] is None else _int("output_size", output_size[1])
+    else:
+        oh = ow = _int("output_size", output_size)
+    if oh < 1 or ow < 1:
+        raise ValueError(f"output_size must be positive, got {output_size!r}")
+    return oh, ow
+
+
+def adaptive_avg_pool2d(input, output_size):
+    """Adaptive average pooling as ``torch.nn.functional.adaptive_avg_pool2d``.
+
+    Bin i covers input rows [floor(i*H/OH), ceil((i+1)*H/OH)); output_size=1
+    is global average pooling.
+    """
+    x, cdt, rdt, unbatched = _pool_input(input)
+    if x.shape[2] < 1 or x.shape[3] < 1:
+        raise ValueError(f"input has an empty spatial dimension: shape {x.shape}")
+    oh, ow = _adaptive_size(output_size, *x.shape[2:])
+    y = np.empty(x.shape[:2] + (oh, ow), dtype=cdt)
+    if y.size:
+        _C.adaptive_avg_pool2d_forward(_prepare(x, cdt), y)
+    return _unbatch(_finish(y, rdt), unbatched)
+
+
+def adaptive_avg_pool2d_backward(grad_output, input_shape):
+    """Gradient of :func:`adaptive_avg_pool2d` w.r.t. its input."""
+    shape = tuple(_int("input_shape", s) for s in input_shape)
+    if len(shape) not in (3, 4):
+        raise ValueError(f"adaptive_avg_pool2d_backward: input_shape must have 3 or 4 dims, got {shape}")
+    unbatched = len(shape) == 3
+    full = (1,) + shape if unbatched else shape
+    dy = _as_array("grad_output", grad_output)
+    cdt, rdt = _compute_dtype(grad_output=dy)
+    dyb = dy[None] if unbatched else dy
+    if dyb.ndim != 4 or dyb.shape[:2] != full[:2] or dyb.shape[2] < 1 or dyb.shape[3] < 1:
+        raise ValueError(f"grad_output shape {dy.shape} does not match input_shape {shape}")
+    dx = np.empty(full, dtype=cdt)
+    if dx.size:
+        _C.adaptive_avg_pool2d_backward(_prepare(dyb, cdt), dx)
+    return _unbatch(_finish(dx, rdt), unbatched)
+
+
+def adaptive_max_pool2d(input, output_size, return_indices=False):
+    """Adaptive max pooling as ``torch.nn.functional.adaptive_max_pool2d``."""
+    x, cdt, rdt, unbatched = _pool_input(input)
+    if x.shape[2] < 1 or x.shape[3] < 1:
+        raise ValueError(f"input has an empty spatial dimension: shape {x.shape}")
+    oh, ow = _adaptive_size(output_size, *x.shape[2:])
+    y = np.empty(x.shape[:2] + (oh, ow), dtype=cdt)
+    idx = np.empty(y.shape, dtype=np.int64)
+    if y.size:
+        _C.adaptive_max_pool2d_forward(_prepare(x, cdt), y, idx)
+    y = _unbatch(_finish(y, rdt), unbatched)
+    return (y, _unbatch(idx, unbatched)) if return_indices else y
+
+
+def adaptive_max_pool2d_backward(grad_output, indices, input_shape):
+    """Gradient of :func:`adaptive_max_pool2d`: grad_output scattered at ``indices``."""
+    return _scatter_backward(grad_output, indices, input_shape, "adaptive_max_pool2d_backward")
+
+
+# --------------------------------------------------------------------------
+# activations
+# --------------------------------------------------------------------------
+def _real(name, v):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(v).__name__} {v!r}")
+    return float(v)
+
+
+def _unary(kernel, input, alpha=0.0):
+    x = _as_array("input", input)
+    cdt, rdt = _compute_dtype(input=x)
+    xc = _prepare(x, cdt)
+    y = np.empty_like(xc)
+    if y.size:
+        _C.activation_forward(kernel, xc, y, alpha)
+    return _finish(y, rdt)
+
+
+def _unary_backward(kernel, grad_output, saved, saved_name, alpha=0.0):
+    dy = _as_array("grad_output", grad_output)
+    s = _as_array(saved_name, saved)
+    if dy.shape != s.shape:
+        raise ValueError(f"grad_output shape {dy.shape} must match {saved_name} shape {s.shape}")
+    cdt, rdt = _compute_dtype(**{"grad_output": dy, saved_name: s})
+    dyc = _prepare(dy, cdt)
+    dx = np.empty_like(dyc)
+    if dx.size:
+        _C.activation_backward(kernel, dyc, _prepare(s, cdt), dx, alpha)
+    return _finish(dx, rdt)
+
+
+def relu(input):
+    """max(x, 0); NaN propagates."""
+    return _unary("relu", input)
+
+
+def relu_backward(grad_output, input):
+    """grad_output where input > 0, else 0 (takes the forward input)."""
+    return _unary_backward("relu", grad_output, input, "input")
+
+
+def leaky_relu(input, negative_slope=0.01):
+    """x if x > 0 else negative_slope * x."""
+    return _unary("leaky_relu", input, _real("negative_slope", negative_slope))
+
+
+def leaky_relu_backward(grad_output, input, negative_slope=0.01):
+    """grad_output * (1 if input > 0 else negative_slope)."""
+    return _unary_backward("leaky_relu", grad_output, input, "input",
+                           _real("negative_slope", negative_slope))
+
+
+def elu(input, alpha=1.0):
+    """x if x > 0 else alpha * (exp(x) - 1)."""
+    return _unary("elu", input, _real("alpha", alpha))
+
+
+def elu_backward(grad_output, input, alpha=1.0):
+    """grad_output * (1 if input > 0 else alpha * exp(input)) (takes the forward input)."""
+    return _unary_backward("elu", grad_output, input, "input", _real("alpha", alpha))
+
+
+def sigmoid(input):
+    """1 / (1 + exp(-x)), evaluated without overflow for any x."""
+    return _unary("sigmoid", input)
+
+
+def sigmoid_backward(grad_output, output):
+    """grad_output * y * (1 - y), from the forward OUTPUT y."""
+    return _unary_backward("sigmoid", grad_output, output, "output")
+
+
+def tanh(input):
+    """Hyperbolic tangent."""
+    return _unary("tanh", input)
+
+
+def tanh_backward(grad_output, output):
+    """grad_output * (1 - y**2), from the forward OUTPUT y."""
+    return _unary_backward("tanh", grad_output, output, "output")
+
+
+def _gelu_kernel(approximate):
+    if approximate == "none":
+        return "gelu"
+    if approximate == "tanh":
+        return "gelu_tanh"
+    raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+
+
+def gelu(input, approximate="none"):
+    """GELU: x * Phi(x) (approximate='none', erf form) or the tanh approximation."""
+    return _unary(_gelu_kernel(approximate), input)
+
+
+def gelu_backward(grad_output, input, approximate="none"):
+    """Gradient of :func:`gelu` (takes the forward input)."""
+    return _unary_backward(_gelu_kernel(approximate), grad_output, input, "input")
+
+
+def _axis_view(shape, axis, name="axis"):
+    axis = _int(name, axis)
+    nd = len(shape)
+    if not -nd <= axis < nd:
+        raise ValueError(f"{name}={axis} is out of range for a {nd}-d input")
+    axis %= nd
+    outer = int(np.prod(shape[:axis], dtype=np.int64))
+    inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
+    return axis, outer, shape[axis], inner
+
+
+def _softmax(log, input, axis):
+    x = _as_array("input", input)
+    cdt, rdt = _compute_dtype(input=x)
+    _, outer, dim, inner = _axis_view(x.shape, axis)
+    xc = _prepare(x, cdt)
+    y = np.empty_like(xc)
+    if y.size:
+        _C.softmax_forward(log, xc, y, outer, dim, inner)
+    return _finish(y, rdt)
+
+
+def _softmax_backward(log, grad_output, output, axis):
+    dy = _as_array("grad_output", grad_output)
+    y = _as_array("output", output)
+    if dy.shape != y.shape:
+        raise ValueError(f"grad_output shape {dy.shape} must match output shape {y.shape}")
+    cdt, rdt = _compute_dtype(grad_output=dy, output=y)
+    _, outer, dim, inner = _axis_view(y.shape, axis)
+    dyc = _prepare(dy, cdt)
+    dx = np.empty_like(dyc)
+    if dx.size:
+        _C.softmax_backward(log, dyc, _prepare(y, cdt), dx, outer, dim, inner)
+    return _finish(dx, rdt)
+
+
+def softmax(input, axis=1):
+    """exp(x) / sum(exp(x)) along ``axis`` (max subtracted first)."""
+    return _softmax(False, input, axis)
+
+
+def softmax_backward(grad_output, output, axis=1):
+    """Gradient of :func:`softmax` from its OUTPUT y: y * (g - sum(g * y))."""
+    return _softmax_backward(False, grad_output, output, axis)
+
+
+def log_softmax(input, axis=1):
+    """x - logsumexp(x) along ``axis``."""
+    return _softmax(True, input, axis)
+
+
+def log_softmax_backward(grad_output, output, axis=1):
+    """Gradient of :func:`log_softmax` from its OUTPUT y: g - exp(y) * sum(g)."""
+    return _softmax_backward(True, grad_output, output, axis)
+
+
+def maxout(input, pieces, axis=1):
+    """Max over groups of ``pieces`` consecutive channels along ``axis``.
+
+    Output channel j is the max of input channels j*pieces .. j*pieces+pieces-1,
+    so the axis shrinks from C to C // pieces.
+    """
+    x = _as_array("input", input)
+    cdt, rdt = _compute_dtype(input=x)
+    pieces = _int("pieces", pieces)
+    ax, outer, dim, inner = _axis_view(x.shape, axis)
+    if pieces < 1 or dim % pieces:
+        raise ValueError(f"pieces={pieces} must be positive and divide the {dim} channels on axis {ax}")
+    shape = x.shape[:ax] + (dim // pieces,) + x.shape[ax + 1:]
+    y = np.empty(shape, dtype=cdt)
+    if y.size:
+        _C.maxout_forward(_prepare(x, cdt), y, outer, dim, inner, pieces)
+    return _finish(y, rdt)
+
+
+def maxout_backward(grad_output, input, pieces, axis=1):
+    """Gradient of :func:`maxout`: each output gradient goes to its first maximal piece."""
+    dy = _as_array("grad_output", grad_output)
+    x = _as_array("input", input)
+    cdt, rdt = _compute_dtype(grad_output=dy, input=x)
+    pieces = _int("pieces", pieces)
+    ax, outer, dim, inner = _axis_view(x.shape, axis)
+    if pieces < 1 or dim % pieces:
+        raise ValueError(f"pieces={pieces} must be positive and divide the {dim} channels on axis {ax}")
+    expect = x.shape[:ax] + (dim // pieces,) + x.shape[ax + 1:]
+    if dy.shape != expect:
+        raise ValueError(f"grad_output must have shape {expect}, got {dy.shape}")
+    dx = np.empty(x.shape, dtype=cdt)
+    if dx.size:
+        _C.maxout_backward(_prepare(dy, cdt), _prepare(x, cdt), dx, outer, dim, inner, pieces)
+    return _finish(dx, rdt)
+
+
+# --------------------------------------------------------------------------
+# losses
+# --------------------------------------------------------------------------
+_REDUCTIONS = {"none": 0, "sum": 1, "mean": 2}
+
+
+def _reduction(reduction):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    return _REDUCTIONS[reduction]
+
+
+def _logits(input, name="input"):
+    x = _as_array(name, input)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-d (N, C), got shape {x.shape}")
+    if x.shape[1] < 1:
+        raise ValueError(f"{name} must have at least one class, got shape {x.shape}")
+    return x
+
+
+def _class_targets(target, N, C):
+    t = _as_array("target", target)
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"target must hold integer class indices, got dtype {t.dtype}")
+    if t.shape != (N,):
+        raise ValueError(f"target must have shape ({N},) for input of {N} rows, got {t.shape}")
+    if t.size:
+        lo, hi = int(t.min()), int(t.max())
+        if lo < 0 or hi >= C:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"target contains class index {bad}, outside [0, {C})")
+    return np.ascontiguousarray(t, dtype=np.int64)
+
+
+def _ce_targets(x, target):
+    """(class indices or None, probabilities or None, extra arrays for dtype)."""
+    t = _as_array("target", target)
+    N, C = x.shape
+    if t.dtype.kind in "iu":
+        return _class_targets(t, N, C), None
+    if t.dtype.kind != "f":
+        raise TypeError(f"target must be integer class indices or float probabilities, got dtype {t.dtype}")
+    if t.shape != x.shape:
+        raise ValueError(f"probability target must have the input's shape {x.shape}, got {t.shape}")
+    return None, t
+
+
+def _smoothing(label_smoothing):
+    eps = _real("label_smoothing", label_smoothing)
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    return eps
+
+
+def _loss_out(code, n, cdt, rdt):
+    return np.empty(n if code == 0 else 1, dtype=cdt)
+
+
+def _loss_result(out, code, rdt, n):
+    if code == 0:
+        return _finish(out, rdt)
+    if n == 0 and code == 2:  # the mean of nothing
+        return rdt.type(np.nan)
+    return rdt.type(out[0])
+
+
+def _grad_scalar_or_rows(grad_output, code, n, cdt, shape_none):
+    g = np.asarray(grad_output)
+    if g.dtype.kind not in "fiub":
+        raise TypeError(f"grad_output has unsupported dtype {g.dtype}")
+    if code == 0:
+        if g.shape != shape_none:
+            raise ValueError(f"grad_output must have shape {shape_none} for reduction='none', got {g.shape}")
+    elif g.size != 1:
+        raise ValueError(f"grad_output must be a scalar for a reduced loss, got shape {g.shape}")
+    return np.ascontiguousarray(g, dtype=cdt).reshape(-1)
+
+
+def cross_entropy(input, target, reduction="mean", label_smoothing=0.0):
+    """Softmax cross-entropy of logits (N, C), as ``torch.nn.functional.cross_entropy``.
+
+    target: class indices (N,) or probabilities (N, C). The softmax and the
+    log-likelihood are fused in one stable pass. Returns a scalar for
+    'mean' / 'sum' and (N,) for 'none'.
+    """
+    x = _logits(input)
+    code = _reduction(reduction)
+    eps = _smoothing(label_smoothing)
+    tidx, q = _ce_targets(x, target)
+    cdt, rdt = _compute_dtype(input=x) if q is None else _compute_dtype(input=x, target=q)
+    N = x.shape[0]
+    out = _loss_out(code, N, cdt, rdt)
+    if N:
+        _C.cross_entropy_forward(_prepare(x, cdt), tidx, None if q is None else _prepare(q, cdt),
+                                 eps, code, out)
+    elif code:
+        out[0] = 0
+    return _loss_result(out, code, rdt, N)
+
+
+def cross_entropy_backward(grad_output, input, target, reduction="mean", label_smoothing=0.0):
+    """Gradient of :func:`cross_entropy` w.r.t. the logits: g * (softmax - smoothed target)."""
+    x = _logits(input)
+    code = _reduction(reduction)
+    eps = _smoothing(label_smoothing)
+    tidx, q = _ce_targets(x, target)
+    cdt, rdt = _compute_dtype(input=x) if q is None else _compute_dtype(input=x, target=q)
+    N = x.shape[0]
+    g = _grad_scalar_or_rows(grad_output, code, N, cdt, (N,))
+    dx = np.empty(x.shape, dtype=cdt)
+    if N:
+        _C.cross_entropy_backward(_prepare(x, cdt), tidx, None if q is None else _prepare(q, cdt),
+                                  eps, g, 1.0 / N if code == 2 else 1.0, dx)
+    return _finish(dx, rdt)
+
+
+def nll_loss(input, target, reduction="mean"):
+    """Negative log-likelihood of log-probabilities (N, C) at class indices (N,)."""
+    x = _logits(input)
+    code = _reduction(reduction)
+    cdt, rdt = _compute_dtype(input=x)
+    t = _class_targets(target, *x.shape)
+    N = x.shape[0]
+    out = _loss_out(code, N, cdt, rdt)
+    if N:
+        _C.nll_loss_forward(_prepare(x, cdt), t, code, out)
+    elif code:
+        out[0] = 0
+    return _loss_result(out, code, rdt, N)
+
+
+def nll_loss_backward(grad_output, input, target, reduction="mean"):
+    """Gradient of :func:`nll_loss`: -g at each target class, 0 elsewhere."""
+    x = _logits(input)
+    code = _reduction(reduction)
+    cdt, rdt = _compute_dtype(input=x)
+    t = _class_targets(target, *x.shape)
+    N = x.shape[0]
+    g = _grad_scalar_or_rows(grad_output, code, N, cdt, (N,))
+    dx = np.empty(x.shape, dtype=cdt)
+    if N:
+        _C.nll_loss_backward(t, g, 1.0 / N if code == 2 else 1.0, dx)
+    return _finish(dx, rdt)
+
+
+def _mse_args(input, target):
+    x = _as_array("input", input)
+    t = _as_array("target", target)
+    if x.shape != t.shape:
+        raise ValueError(f"target shape {t.shape} must match input shape {x.shape}")
+    cdt, rdt = _compute_dtype(input=x, target=t)
+    return x, t, cdt, rdt
+
+
+def mse_loss(input, target, reduction="mean"):
+    """Mean squared error, as ``torch.nn.functional.mse_loss`` (shapes must match)."""
+    x, t, cdt, rdt = _mse_args(input, target)
+    code = _reduction(reduction)
+    if code == 0:
+        out = np.empty(x.shape, dtype=cdt)
+    else:
+        out = np.empty(1, dtype=cdt)
+    if x.size:
+        _C.mse_loss_forward(_prepare(x, cdt), _prepare(t, cdt), code, out)
+    elif code:
+        out[0] = 0
+    return _loss_result(out, code, rdt, x.size)
+
+
+def mse_loss_backward(grad_output, input, target, reduction="mean"):
+    """Gradient of :func:`mse_loss` w.r.t. input: 2 (x - t) g (/ numel for 'mean')."""
+    x, t, cdt, rdt = _mse_args(input, target)
+    code = _reduction(reduction)
+    g = _grad_scalar_or_rows(grad_output, code, x.size, cdt, x.shape)
+    dx = np.empty(x.shape, dtype=cdt)
+    if x.size:
+        _C.mse_loss_backward(_prepare(x, cdt), _prepare(t, cdt), g,
+                             1.0 / x.size if code == 2 else 1.0, dx)
+    return _finish(dx, rdt)

@@ -1,0 +1,151 @@
+// loss.cpp - see loss.h. Rows are independent (parallel over rows); the
+// reduction is a serial double sum over the per-row values, so it does not
+// depend on the thread count.
+#include "ops/loss.h"
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "cpu/parallel.h"
+
+namespace pyconv {
+namespace {
+
+// log(sum(exp(x))) of one row, max subtracted.
+template <typename T>
+inline T logsumexp(const T* x, i64 C) {
+  T m = -std::numeric_limits<T>::infinity();
+  for (i64 c = 0; c < C; ++c) {
+    if (std::isnan(x[c])) return x[c];
+    m = x[c] > m ? x[c] : m;
+  }
+  // A +inf entry, or a row of -inf: x - max is inf - inf somewhere, so
+  // PyTorch's log_softmax is NaN throughout the row.
+  if (std::isinf(m)) return std::numeric_limits<T>::quiet_NaN();
+  T s = 0;
+  for (i64 c = 0; c < C; ++c) s += std::exp(x[c] - m);
+  return m + std::log(s);
+}
+
+template <typename T>
+void reduce_rows(const T* rows, i64 n, int reduction, T* out) {
+  double s = 0;
+  for (i64 i = 0; i < n; ++i) s += rows[i];
+  out[0] = T(reduction == kMean ? s / double(n) : s);
+}
+
+inline int row_threads(i64 N, i64 C) { return threads_for(double(N) * C * 20, 2.0e5); }
+
+}  // namespace
+
+template <typename T>
+void cross_entropy_forward(const T* x, i64 N, i64 C, const std::int64_t* t, const T* q, T eps,
+                           int reduction, T* out) {
+  std::vector<T> tmp(reduction == kNone ? 0 : N);
+  T* rows = reduction == kNone ? out : tmp.data();
+  const int nt = row_threads(N, C);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (i64 n = 0; n < N; ++n) {
+    const T* xr = x + n * C;
+    const T lse = logsumexp(xr, C);
+    T loss = 0;
+    if (t) {  // (1-eps) * (-logp[t]) + eps * mean_c(-logp[c])
+      loss = (T(1) - eps) * (lse - xr[t[n]]);
+      if (eps != T(0)) {
+        T s = 0;
+        for (i64 c = 0; c < C; ++c) s += lse - xr[c];
+        loss += eps * s / T(C);
+      }
+    } else {  // -sum_c q'_c * logp_c, q' = (1-eps) q + eps / C
+      const T* qr = q + n * C;
+      for (i64 c = 0; c < C; ++c) loss += ((T(1) - eps) * qr[c] + eps / T(C)) * (lse - xr[c]);
+    }
+    rows[n] = loss;
+  }
+  if (reduction != kNone) reduce_rows(rows, N, reduction, out);
+}
+
+template <typename T>
+void cross_entropy_backward(const T* x, i64 N, i64 C, const std::int64_t* t, const T* q, T eps,
+                            const T* g, i64 g_stride, T scale, T* dx) {
+  const int nt = row_threads(N, C);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (i64 n = 0; n < N; ++n) {
+    const T* xr = x + n * C;
+    T* dr = dx + n * C;
+    const T gn = g[n * g_stride] * scale;
+    const T lse = logsumexp(xr, C);
+    if (t) {  // softmax - ((1-eps) onehot + eps/C)
+      for (i64 c = 0; c < C; ++c) dr[c] = gn * (std::exp(xr[c] - lse) - eps / T(C));
+      dr[t[n]] -= gn * (T(1) - eps);
+    } else {  // softmax * sum(q') - q'
+      const T* qr = q + n * C;
+      T qs = 0;
+      for (i64 c = 0; c < C; ++c) qs += (T(1) - eps) * qr[c] + eps / T(C);
+      for (i64 c = 0; c < C; ++c)
+        dr[c] = gn * (std::exp(xr[c] - lse) * qs - ((T(1) - eps) * qr[c] + eps / T(C)));
+    }
+  }
+}
+
+template <typename T>
+void nll_loss_forward(const T* x, i64 N, i64 C, const std::int64_t* t, int reduction, T* out) {
+  std::vector<T> tmp(reduction == kNone ? 0 : N);
+  T* rows = reduction == kNone ? out : tmp.data();
+  for (i64 n = 0; n < N; ++n) rows[n] = -x[n * C + t[n]];
+  if (reduction != kNone) reduce_rows(rows, N, reduction, out);
+}
+
+template <typename T>
+void nll_loss_backward(i64 N, i64 C, const std::int64_t* t, const T* g, i64 g_stride, T scale,
+                       T* dx) {
+  const int nt = row_threads(N, C);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (i64 n = 0; n < N; ++n) {
+    T* dr = dx + n * C;
+    for (i64 c = 0; c < C; ++c) dr[c] = T(0);
+    dr[t[n]] = -g[n * g_stride] * scale;
+  }
+}
+
+template <typename T>
+void mse_loss_forward(const T* x, const T* target, i64 n, int reduction, T* out) {
+  if (reduction == kNone) {
+    const int nt = threads_for(double(n) * 2, 2.0e5);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (i64 i = 0; i < n; ++i) {
+      const T d = x[i] - target[i];
+      out[i] = d * d;
+    }
+    return;
+  }
+  double s = 0;
+  for (i64 i = 0; i < n; ++i) {
+    const double d = double(x[i]) - double(target[i]);
+    s += d * d;
+  }
+  out[0] = T(reduction == kMean ? s / double(n) : s);
+}
+
+template <typename T>
+void mse_loss_backward(const T* x, const T* target, i64 n, const T* g, i64 g_stride, T scale,
+                       T* dx) {
+  const int nt = threads_for(double(n) * 2, 2.0e5);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (i64 i = 0; i < n; ++i) dx[i] = T(2) * (x[i] - target[i]) * g[i * g_stride] * scale;
+}
+
+#define PYCONV_LOSS_INSTANTIATE(T)                                                                 \
+  template void cross_entropy_forward<T>(const T*, i64, i64, const std::int64_t*, const T*, T, int, \
+                                         T*);                                                      \
+  template void cross_entropy_backward<T>(const T*, i64, i64, const std::int64_t*, const T*, T,     \
+                                          const T*, i64, T, T*);                                   \
+  template void nll_loss_forward<T>(const T*, i64, i64, const std::int64_t*, int, T*);            \
+  template void nll_loss_backward<T>(i64, i64, const std::int64_t*, const T*, i64, T, T*);         \
+  template void mse_loss_forward<T>(const T*, const T*, i64, int, T*);                            \
+  template void mse_loss_backward<T>(const T*, const T*, i64, const T*, i64, T, T*);
+PYCONV_LOSS_INSTANTIATE(float)
+PYCONV_LOSS_INSTANTIATE(double)
+
+}  // namespace pyconv

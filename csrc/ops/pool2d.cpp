@@ -1,0 +1,222 @@
+// pool2d.cpp - see pool2d.h.
+#include "ops/pool2d.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <limits>
+
+#include "cpu/parallel.h"
+
+namespace pyconv {
+namespace {
+
+inline int plane_threads(const Pool2dParams& p, double per_plane_work) {
+  return (int)std::min<i64>(std::max<i64>(p.planes(), 1),
+                            threads_for(per_plane_work * double(p.planes()), 2.0e5));
+}
+
+// Max over x[iy][ix] for iy in [h0, h1) step dh, ix in [w0, w1) step dw,
+// with h0 / w0 already moved to the first in-range tap.
+template <typename T>
+inline void window_max(const T* xp, i64 W, i64 h0, i64 h1, i64 dh, i64 w0, i64 w1, i64 dw,
+                       T* out, std::int64_t* out_idx) {
+  std::int64_t best = h0 * W + w0;
+  T m = -std::numeric_limits<T>::infinity();
+  for (i64 ih = h0; ih < h1; ih += dh)
+    for (i64 iw = w0; iw < w1; iw += dw) {
+      const T v = xp[ih * W + iw];
+      if (v > m || std::isnan(v)) {
+        m = v;
+        best = ih * W + iw;
+      }
+    }
+  *out = m;
+  if (out_idx) *out_idx = best;
+}
+
+inline i64 bin_start(i64 i, i64 in, i64 out) { return (i * in) / out; }
+inline i64 bin_end(i64 i, i64 in, i64 out) { return ((i + 1) * in + out - 1) / out; }
+
+}  // namespace
+
+template <typename T>
+void max_pool2d_forward(const Pool2dParams& p, const T* x, T* y, std::int64_t* idx) {
+  const i64 HW = p.H * p.W, OHW = p.OH * p.OW;
+  const int nt = plane_threads(p, double(OHW) * p.KH * p.KW);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (i64 pl = 0; pl < p.planes(); ++pl) {
+    const T* xp = x + pl * HW;
+    for (i64 oy = 0; oy < p.OH; ++oy) {
+      i64 h0 = oy * p.SH - p.PH;
+      const i64 h1 = std::min(h0 + (p.KH - 1) * p.DH + 1, p.H);
+      while (h0 < 0) h0 += p.DH;
+      for (i64 ox = 0; ox < p.OW; ++ox) {
+        i64 w0 = ox * p.SW - p.PW;
+        const i64 w1 = std::min(w0 + (p.KW - 1) * p.DW + 1, p.W);
+        while (w0 < 0) w0 += p.DW;
+        const i64 o = pl * OHW + oy * p.OW + ox;
+        window_max(xp, p.W, h0, h1, p.DH, w0, w1, p.DW, y + o, idx ? idx + o : nullptr);
+      }
+    }
+  }
+}
+
+template <typename T>
+bool max_pool2d_backward(const Pool2dParams& p, const T* dy, const std::int64_t* idx, T* dx) {
+  const i64 HW = p.H * p.W, OHW = p.OH * p.OW;
+  std::atomic<bool> ok{true};
+  const int nt = plane_threads(p, double(OHW + HW));
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (i64 pl = 0; pl < p.planes(); ++pl) {
+    T* dxp = dx + pl * HW;
+    std::fill(dxp, dxp + HW, T(0));
+    const T* g = dy + pl * OHW;
+    const std::int64_t* ip = idx + pl * OHW;
+    for (i64 o = 0; o < OHW; ++o) {
+      const std::int64_t i = ip[o];
+      if (i < 0 || i >= HW) {
+        ok.store(false, std::memory_order_relaxed);
+        continue;
+      }
+      dxp[i] += g[o];
+    }
+  }
+  return ok.load();
+}
+
+namespace {
+// PyTorch's average-pool window: the divisor is computed on the window clipped
+// to the padded input, the sum on the window clipped to the input.
+struct AvgWindow {
+  i64 h0, h1, w0, w1, div;
+};
+inline AvgWindow avg_window(const Pool2dParams& p, bool cip, i64 dov, i64 oy, i64 ox) {
+  AvgWindow a;
+  a.h0 = oy * p.SH - p.PH;
+  a.w0 = ox * p.SW - p.PW;
+  a.h1 = std::min(a.h0 + p.KH, p.H + p.PH);
+  a.w1 = std::min(a.w0 + p.KW, p.W + p.PW);
+  const i64 pool_size = (a.h1 - a.h0) * (a.w1 - a.w0);
+  a.h0 = std::max<i64>(a.h0, 0);
+  a.w0 = std::max<i64>(a.w0, 0);
+  a.h1 = std::min(a.h1, p.H);
+  a.w1 = std::min(a.w1, p.W);
+  a.div = dov > 0 ? dov : (cip ? pool_size : (a.h1 - a.h0) * (a.w1 - a.w0));
+  return a;
+}
+}  // namespace
+
+template <typename T>
+void avg_pool2d_forward(const Pool2dParams& p, bool cip, i64 dov, const T* x, T* y) {
+  const i64 HW = p.H * p.W, OHW = p.OH * p.OW;
+  const int nt = plane_threads(p, double(OHW) * p.KH * p.KW);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (i64 pl = 0; pl < p.planes(); ++pl) {
+    const T* xp = x + pl * HW;
+    T* yp = y + pl * OHW;
+    for (i64 oy = 0; oy < p.OH; ++oy)
+      for (i64 ox = 0; ox < p.OW; ++ox) {
+        const AvgWindow a = avg_window(p, cip, dov, oy, ox);
+        if (a.h0 >= a.h1 || a.w0 >= a.w1) {
+          yp[oy * p.OW + ox] = T(0);
+          continue;
+        }
+        T s = 0;
+        for (i64 ih = a.h0; ih < a.h1; ++ih)
+          for (i64 iw = a.w0; iw < a.w1; ++iw) s += xp[ih * p.W + iw];
+        yp[oy * p.OW + ox] = s / T(a.div);
+      }
+  }
+}
+
+template <typename T>
+void avg_pool2d_backward(const Pool2dParams& p, bool cip, i64 dov, const T* dy, T* dx) {
+  const i64 HW = p.H * p.W, OHW = p.OH * p.OW;
+  const int nt = plane_threads(p, double(OHW) * p.KH * p.KW + HW);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (i64 pl = 0; pl < p.planes(); ++pl) {
+    T* dxp = dx + pl * HW;
+    const T* g = dy + pl * OHW;
+    std::fill(dxp, dxp + HW, T(0));
+    for (i64 oy = 0; oy < p.OH; ++oy)
+      for (i64 ox = 0; ox < p.OW; ++ox) {
+        const AvgWindow a = avg_window(p, cip, dov, oy, ox);
+        if (a.h0 >= a.h1 || a.w0 >= a.w1) continue;
+        const T v = g[oy * p.OW + ox] / T(a.div);
+        for (i64 ih = a.h0; ih < a.h1; ++ih)
+          for (i64 iw = a.w0; iw < a.w1; ++iw) dxp[ih * p.W + iw] += v;
+      }
+  }
+}
+
+template <typename T>
+void adaptive_avg_pool2d_forward(const Pool2dParams& p, const T* x, T* y) {
+  const i64 HW = p.H * p.W, OHW = p.OH * p.OW;
+  const int nt = plane_threads(p, double(HW) + OHW);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (i64 pl = 0; pl < p.planes(); ++pl) {
+    const T* xp = x + pl * HW;
+    for (i64 oy = 0; oy < p.OH; ++oy) {
+      const i64 h0 = bin_start(oy, p.H, p.OH), h1 = bin_end(oy, p.H, p.OH);
+      for (i64 ox = 0; ox < p.OW; ++ox) {
+        const i64 w0 = bin_start(ox, p.W, p.OW), w1 = bin_end(ox, p.W, p.OW);
+        T s = 0;
+        for (i64 ih = h0; ih < h1; ++ih)
+          for (i64 iw = w0; iw < w1; ++iw) s += xp[ih * p.W + iw];
+        y[pl * OHW + oy * p.OW + ox] = s / T((h1 - h0) * (w1 - w0));
+      }
+    }
+  }
+}
+
+template <typename T>
+void adaptive_avg_pool2d_backward(const Pool2dParams& p, const T* dy, T* dx) {
+  const i64 HW = p.H * p.W, OHW = p.OH * p.OW;
+  const int nt = plane_threads(p, double(HW) + OHW);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (i64 pl = 0; pl < p.planes(); ++pl) {
+    T* dxp = dx + pl * HW;
+    std::fill(dxp, dxp + HW, T(0));
+    for (i64 oy = 0; oy < p.OH; ++oy) {
+      const i64 h0 = bin_start(oy, p.H, p.OH), h1 = bin_end(oy, p.H, p.OH);
+      for (i64 ox = 0; ox < p.OW; ++ox) {
+        const i64 w0 = bin_start(ox, p.W, p.OW), w1 = bin_end(ox, p.W, p.OW);
+        const T v = dy[pl * OHW + oy * p.OW + ox] / T((h1 - h0) * (w1 - w0));
+        for (i64 ih = h0; ih < h1; ++ih)
+          for (i64 iw = w0; iw < w1; ++iw) dxp[ih * p.W + iw] += v;
+      }
+    }
+  }
+}
+
+template <typename T>
+void adaptive_max_pool2d_forward(const Pool2dParams& p, const T* x, T* y, std::int64_t* idx) {
+  const i64 HW = p.H * p.W, OHW = p.OH * p.OW;
+  const int nt = plane_threads(p, double(HW) + OHW);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (i64 pl = 0; pl < p.planes(); ++pl) {
+    const T* xp = x + pl * HW;
+    for (i64 oy = 0; oy < p.OH; ++oy) {
+      const i64 h0 = bin_start(oy, p.H, p.OH), h1 = bin_end(oy, p.H, p.OH);
+      for (i64 ox = 0; ox < p.OW; ++ox) {
+        const i64 w0 = bin_start(ox, p.W, p.OW), w1 = bin_end(ox, p.W, p.OW);
+        const i64 o = pl * OHW + oy * p.OW + ox;
+        window_max(xp, p.W, h0, h1, 1, w0, w1, 1, y + o, idx ? idx + o : nullptr);
+      }
+    }
+  }
+}
+
+#define PYCONV_POOL_INSTANTIATE(T)                                                                 \
+  template void max_pool2d_forward<T>(const Pool2dParams&, const T*, T*, std::int64_t*);           \
+  template bool max_pool2d_backward<T>(const Pool2dParams&, const T*, const std::int64_t*, T*);    \
+  template void avg_pool2d_forward<T>(const Pool2dParams&, bool, i64, const T*, T*);              \
+  template void avg_pool2d_backward<T>(const Pool2dParams&, bool, i64, const T*, T*);             \
+  template void adaptive_avg_pool2d_forward<T>(const Pool2dParams&, const T*, T*);                \
+  template void adaptive_avg_pool2d_backward<T>(const Pool2dParams&, const T*, T*);               \
+  template void adaptive_max_pool2d_forward<T>(const Pool2dParams&, const T*, T*, std::int64_t*);
+PYCONV_POOL_INSTANTIATE(float)
+PYCONV_POOL_INSTANTIATE(double)
+
+}  // namespace pyconv
