@@ -391,16 +391,25 @@ template <typename T>
 struct ColOffsetsB {  // B[j][col] = base[coff[col] + j]: each column contiguous in j
   const T* base;
   const i64* coff;
+  // Reads NR column streams side by side and writes each panel row whole.
   static void pack(const void* ctx, i64 p0, i64 kc, i64 j0, i64 nc, int NR, T* dst) {
     const ColOffsetsB& s = *static_cast<const ColOffsetsB*>(ctx);
+    const T* src[64];
     for (i64 jp = 0; jp < nc; jp += NR, dst += kc * NR) {
       const i64 nr = std::min<i64>(NR, nc - jp);
-      for (i64 t = 0; t < nr; ++t) {
-        const T* src = s.base + s.coff[j0 + jp + t] + p0;
-        for (i64 q = 0; q < kc; ++q) dst[q * NR + t] = src[q];
+      for (i64 t = 0; t < nr; ++t) src[t] = s.base + s.coff[j0 + jp + t] + p0;
+      if (nr == 16 && NR == 16) {
+        for (i64 q = 0; q < kc; ++q)
+          for (int t = 0; t < 16; ++t) dst[q * 16 + t] = src[t][q];
+      } else if (nr == 8 && NR == 8) {
+        for (i64 q = 0; q < kc; ++q)
+          for (int t = 0; t < 8; ++t) dst[q * 8 + t] = src[t][q];
+      } else {
+        for (i64 q = 0; q < kc; ++q) {
+          for (i64 t = 0; t < nr; ++t) dst[q * NR + t] = src[t][q];
+          for (i64 t = nr; t < NR; ++t) dst[q * NR + t] = T(0);
+        }
       }
-      for (i64 t = nr; t < NR; ++t)
-        for (i64 q = 0; q < kc; ++q) dst[q * NR + t] = T(0);
     }
   }
 };
