@@ -13,7 +13,10 @@
 #include "gemm/gemm.h"
 #include "ops/activation.h"
 #include "ops/conv2d.h"
+#include "ops/batchnorm.h"
+#include "ops/linear.h"
 #include "ops/loss.h"
+#include "ops/pad.h"
 #include "ops/membench.h"
 #include "ops/pool2d.h"
 
@@ -565,6 +568,168 @@ void py_mse_backward(const py::array& x, const py::array& tg, const py::array& g
   });
 }
 
+// ---------------------------------------------------------------- pad
+PadParams pad_params(const py::array& x, const py::array& y, i64 l, i64 r, i64 t, i64 b, int mode) {
+  if (x.ndim() < 1 || x.ndim() != y.ndim()) throw py::value_error("pad: input/output ranks differ");
+  if (l < 0 || r < 0 || t < 0 || b < 0) throw py::value_error("pad: negative padding");
+  if (mode < 0 || mode > 3) throw py::value_error("pad: bad mode code");
+  const int nd = (int)x.ndim();
+  const i64 W = x.shape(nd - 1), H = nd >= 2 ? x.shape(nd - 2) : 1;
+  if ((t || b) && nd < 2) throw py::value_error("pad: height padding needs a 2-d input");
+  PadParams p{H * W ? (i64)x.size() / (H * W) : 0, H, W, l, r, t, b, (PadMode)mode};
+  for (int d = 0; d < nd - 2; ++d)
+    if (x.shape(d) != y.shape(d)) throw py::value_error("pad: leading dimensions differ");
+  if (y.shape(nd - 1) != p.OW() || (nd >= 2 && y.shape(nd - 2) != p.OH()))
+    throw py::value_error("pad: output has the wrong shape");
+  if (p.mode == PadMode::reflect && (l >= W || r >= W || t >= H || b >= H))
+    throw py::value_error("pad: reflect padding must be smaller than the input size");
+  if (p.mode == PadMode::circular && (l > W || r > W || t > H || b > H))
+    throw py::value_error("pad: circular padding must not exceed the input size");
+  if (p.mode != PadMode::constant && (H == 0 || W == 0) && (l || r || t || b))
+    throw py::value_error("pad: cannot pad an empty input with this mode");
+  return p;
+}
+
+void py_pad(bool backward, const py::array& in, py::array& out, i64 l, i64 r, i64 t, i64 b, int mode,
+            double value) {
+  const DType d = same_contig({{&in, "input"}, {&out, "out"}});
+  require_writable(out, "out");
+  PadParams p = backward ? pad_params(out, in, l, r, t, b, mode) : pad_params(in, out, l, r, t, b, mode);
+  py::gil_scoped_release nogil;
+  with_dtype(d, [&](auto z) {
+    using T = decltype(z);
+    if (backward) pad_backward<T>(p, ptr<T>(in), mut_ptr<T>(out));
+    else pad_forward<T>(p, T(value), ptr<T>(in), mut_ptr<T>(out));
+  });
+}
+
+// ---------------------------------------------------------------- batch norm
+template <typename T>
+const T* opt_ptr(const py::object& o) {
+  return o.is_none() ? nullptr : static_cast<const T*>(py::reinterpret_borrow<py::array>(o).data());
+}
+template <typename T>
+T* opt_mut(const py::object& o) {
+  return o.is_none() ? nullptr : static_cast<T*>(py::reinterpret_borrow<py::array>(o).mutable_data());
+}
+
+void check_channel_vec(DType d, const py::object& o, i64 C, const char* name, bool writable) {
+  if (o.is_none()) return;
+  py::array a = py::reinterpret_borrow<py::array>(o);
+  require_same_dtype(d, a, name);
+  require_c_contig(a, name);
+  require_size(a, C, name);
+  if (writable) require_writable(a, name);
+}
+
+struct NCS { i64 N, C, S; };
+NCS ncs_of(const py::array& x) {
+  if (x.ndim() < 2) throw py::value_error("batch_norm: input must have at least 2 dims");
+  NCS v{x.shape(0), x.shape(1), 1};
+  for (int d = 2; d < x.ndim(); ++d) v.S *= x.shape(d);
+  return v;
+}
+
+void py_bn_stats(const py::array& x, py::array& mean, py::array& var) {
+  const DType d = same_contig({{&x, "input"}, {&mean, "mean"}, {&var, "var"}});
+  const NCS v = ncs_of(x);
+  check_channel_vec(d, mean, v.C, "mean", true);
+  check_channel_vec(d, var, v.C, "var", true);
+  py::gil_scoped_release nogil;
+  with_dtype(d, [&](auto z) {
+    using T = decltype(z);
+    batch_norm_stats<T>(ptr<T>(x), v.N, v.C, v.S, mut_ptr<T>(mean), mut_ptr<T>(var));
+  });
+}
+
+void py_bn_normalize(const py::array& x, const py::array& mean, const py::array& invstd,
+                     const py::object& w, const py::object& b, py::array& y) {
+  const DType d = same_contig({{&x, "input"}, {&mean, "mean"}, {&invstd, "invstd"}, {&y, "out"}});
+  require_writable(y, "out");
+  require_size(y, x.size(), "out");
+  const NCS v = ncs_of(x);
+  check_channel_vec(d, mean, v.C, "mean", false);
+  check_channel_vec(d, invstd, v.C, "invstd", false);
+  check_channel_vec(d, w, v.C, "weight", false);
+  check_channel_vec(d, b, v.C, "bias", false);
+  py::gil_scoped_release nogil;
+  with_dtype(d, [&](auto z) {
+    using T = decltype(z);
+    batch_norm_normalize<T>(ptr<T>(x), v.N, v.C, v.S, ptr<T>(mean), ptr<T>(invstd), opt_ptr<T>(w),
+                            opt_ptr<T>(b), mut_ptr<T>(y));
+  });
+}
+
+void py_bn_backward(const py::array& dy, const py::array& x, const py::array& mean,
+                    const py::array& invstd, const py::object& w, bool training, const py::object& dx,
+                    const py::object& dw, const py::object& db) {
+  const DType d = same_contig({{&dy, "grad_output"}, {&x, "input"}, {&mean, "mean"}, {&invstd, "invstd"}});
+  require_size(dy, x.size(), "grad_output");
+  const NCS v = ncs_of(x);
+  check_channel_vec(d, mean, v.C, "mean", false);
+  check_channel_vec(d, invstd, v.C, "invstd", false);
+  check_channel_vec(d, w, v.C, "weight", false);
+  check_channel_vec(d, dw, v.C, "grad_weight", true);
+  check_channel_vec(d, db, v.C, "grad_bias", true);
+  if (!dx.is_none()) {
+    py::array a = py::reinterpret_borrow<py::array>(dx);
+    require_same_dtype(d, a, "grad_input");
+    require_c_contig(a, "grad_input");
+    require_writable(a, "grad_input");
+    require_size(a, x.size(), "grad_input");
+  }
+  py::gil_scoped_release nogil;
+  with_dtype(d, [&](auto z) {
+    using T = decltype(z);
+    batch_norm_backward<T>(ptr<T>(dy), ptr<T>(x), v.N, v.C, v.S, ptr<T>(mean), ptr<T>(invstd),
+                           opt_ptr<T>(w), training, opt_mut<T>(dx), opt_mut<T>(dw), opt_mut<T>(db));
+  });
+}
+
+// ---------------------------------------------------------------- linear
+void py_linear_forward(const py::array& x, const py::array& w, const py::object& b, py::array& y) {
+  const DType d = same_contig({{&x, "input"}, {&w, "weight"}, {&y, "out"}});
+  require_ndim(x, 2, "input");
+  require_ndim(w, 2, "weight");
+  require_ndim(y, 2, "out");
+  require_writable(y, "out");
+  const i64 M = x.shape(0), K = x.shape(1), N = w.shape(0);
+  if (w.shape(1) != K || y.shape(0) != M || y.shape(1) != N)
+    throw py::value_error("linear: shapes do not match");
+  check_channel_vec(d, b, N, "bias", false);
+  py::gil_scoped_release nogil;
+  with_dtype(d, [&](auto z) {
+    using T = decltype(z);
+    linear_forward<T>(ptr<T>(x), ptr<T>(w), opt_ptr<T>(b), mut_ptr<T>(y), M, K, N);
+  });
+}
+
+void py_linear_backward(const py::array& dy, const py::array& x, const py::array& w, const py::object& dx,
+                        const py::object& dw, const py::object& db) {
+  const DType d = same_contig({{&dy, "grad_output"}, {&x, "input"}, {&w, "weight"}});
+  require_ndim(x, 2, "input");
+  require_ndim(w, 2, "weight");
+  require_ndim(dy, 2, "grad_output");
+  const i64 M = x.shape(0), K = x.shape(1), N = w.shape(0);
+  if (w.shape(1) != K || dy.shape(0) != M || dy.shape(1) != N)
+    throw py::value_error("linear: shapes do not match");
+  for (auto [o, name, n] : {std::tuple<const py::object*, const char*, i64>{&dx, "grad_input", M * K},
+                            {&dw, "grad_weight", N * K}, {&db, "grad_bias", N}}) {
+    if (o->is_none()) continue;
+    py::array a = py::reinterpret_borrow<py::array>(*o);
+    require_same_dtype(d, a, name);
+    require_c_contig(a, name);
+    require_writable(a, name);
+    require_size(a, n, name);
+  }
+  py::gil_scoped_release nogil;
+  with_dtype(d, [&](auto z) {
+    using T = decltype(z);
+    linear_backward<T>(ptr<T>(dy), ptr<T>(x), ptr<T>(w), opt_mut<T>(dx), opt_mut<T>(dw), opt_mut<T>(db),
+                       M, K, N);
+  });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -659,4 +824,16 @@ PYBIND11_MODULE(_C, m) {
     py::gil_scoped_release nogil;
     return triad_gbps(n, nthreads, seconds);
   }, py::arg("n") = i64(1) << 25, py::arg("nthreads") = 1, py::arg("seconds") = 0.5);
+  // pad, batch norm, linear
+  m.def("pad_forward", [](const py::array& x, py::array& y, i64 l, i64 r, i64 t, i64 b, int mode, double value) {
+    py_pad(false, x, y, l, r, t, b, mode, value);
+  });
+  m.def("pad_backward", [](const py::array& dy, py::array& dx, i64 l, i64 r, i64 t, i64 b, int mode) {
+    py_pad(true, dy, dx, l, r, t, b, mode, 0.0);
+  });
+  m.def("batch_norm_stats", &py_bn_stats);
+  m.def("batch_norm_normalize", &py_bn_normalize);
+  m.def("batch_norm_backward", &py_bn_backward);
+  m.def("linear_forward", &py_linear_forward);
+  m.def("linear_backward", &py_linear_backward);
 }

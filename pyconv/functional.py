@@ -31,6 +31,7 @@ __all__ = [
     "maxout", "maxout_backward",
     "cross_entropy", "cross_entropy_backward", "nll_loss", "nll_loss_backward",
     "mse_loss", "mse_loss_backward",
+    "pad", "pad_backward", "linear", "linear_backward", "batch_norm", "batch_norm_backward",
 ]
 
 _MAX_ELEMS = 2**62
@@ -117,6 +118,26 @@ class _ConvGeom(NamedTuple):
         return (*self.stride, *self.pad_tl, *self.dilation, self.groups)
 
 
+def _resolve_padding(padding, KH, KW, stride_pair, dilation_pair, stride_arg=None):
+    """(top, bottom, left, right) for an int, pair, 'valid' or 'same' padding."""
+    (sh, sw), (dh, dw) = stride_pair, dilation_pair
+    ekh, ekw = dh * (KH - 1) + 1, dw * (KW - 1) + 1  # dilated kernel extent
+    if isinstance(padding, str):
+        if padding == "valid":
+            return 0, 0, 0, 0
+        if padding == "same":
+            if (sh, sw) != (1, 1):
+                raise ValueError(f"padding='same' requires stride=1, got stride={stride_arg!r}")
+            # PyTorch: total padding d*(k-1), the odd unit goes to the bottom/right.
+            pt, pl = (ekh - 1) // 2, (ekw - 1) // 2
+            return pt, ekh - 1 - pt, pl, ekw - 1 - pl
+        raise ValueError(f"padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+    pt, pl = _pair("padding", padding)
+    if pt < 0 or pl < 0:
+        raise ValueError(f"padding must be non-negative, got {padding!r}")
+    return pt, pt, pl, pl
+
+
 def _conv_geom(x_shape, w_shape, stride, padding, dilation, groups,
                x_name="input", w_name="weight") -> _ConvGeom:
     if len(x_shape) != 4:
@@ -153,23 +174,8 @@ def _conv_geom(x_shape, w_shape, stride, padding, dilation, groups,
             f"{x_name} has {C} channels but {w_name} expects in_channels = "
             f"{w_name}.shape[1] * groups = {Cg} * {groups} = {Cg * groups}"
         )
+    pt, pb, pl, pr = _resolve_padding(padding, KH, KW, (sh, sw), (dh, dw), stride)
     ekh, ekw = dh * (KH - 1) + 1, dw * (KW - 1) + 1  # dilated kernel extent
-    if isinstance(padding, str):
-        if padding == "valid":
-            pt = pb = pl = pr = 0
-        elif padding == "same":
-            if (sh, sw) != (1, 1):
-                raise ValueError(f"padding='same' requires stride=1, got stride={stride!r}")
-            # PyTorch: total padding d*(k-1), the odd unit goes to the bottom/right.
-            pt, pl = (ekh - 1) // 2, (ekw - 1) // 2
-            pb, pr = ekh - 1 - pt, ekw - 1 - pl
-        else:
-            raise ValueError(f"padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
-    else:
-        pt, pl = _pair("padding", padding)
-        pb, pr = pt, pl
-        if pt < 0 or pl < 0:
-            raise ValueError(f"padding must be non-negative, got {padding!r}")
     Hp, Wp = H + pt + pb, W + pl + pr
     if Hp < ekh or Wp < ekw:
         raise ValueError(
@@ -185,6 +191,34 @@ def _conv_geom(x_shape, w_shape, stride, padding, dilation, groups,
     return _ConvGeom(N, C, H, W, OC, KH, KW, (sh, sw), (pt, pl), (dh, dw), groups, OH, OW)
 
 
+_PADDING_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate",
+                  "circular": "circular"}
+
+
+def _padding_mode(padding_mode):
+    """conv2d's padding_mode as a pad() mode name."""
+    if padding_mode not in _PADDING_MODES:
+        raise ValueError(
+            f"padding_mode must be 'zeros', 'reflect', 'replicate' or 'circular', got {padding_mode!r}")
+    return _PADDING_MODES[padding_mode]
+
+
+def _mode_pads(weight, stride, padding, dilation):
+    KH, KW = (int(s) for s in np.shape(weight)[-2:])
+    return _resolve_padding(padding, KH, KW, _pair("stride", stride), _pair("dilation", dilation),
+                            stride)
+
+
+def _mode_pad(input, weight, stride, padding, dilation, padding_mode):
+    """The input padded with padding_mode by the conv's padding, and the pads (l, r, t, b)."""
+    w = np.shape(weight)
+    if len(w) != 4:
+        raise ValueError(f"weight must be 4-d (out_channels, in_channels/groups, kH, kW), got shape {w}")
+    pt, pb, pl, pr = _mode_pads(weight, stride, padding, dilation)
+    pads = (pl, pr, pt, pb)
+    return pad(input, pads, _padding_mode(padding_mode)), pads
+
+
 def _batched(name: str, a: np.ndarray):
     """PyTorch accepts unbatched (C, H, W) input: add and later drop the batch axis."""
     if a.ndim == 3:
@@ -198,14 +232,19 @@ def _batched(name: str, a: np.ndarray):
 # conv2d
 # --------------------------------------------------------------------------
 def conv2d(input, weight, bias=None, stride: IntOrPair = 1, padding: Union[IntOrPair, str] = 0,
-           dilation: IntOrPair = 1, groups: int = 1) -> np.ndarray:
+           dilation: IntOrPair = 1, groups: int = 1, padding_mode: str = "zeros") -> np.ndarray:
     """2-D convolution (cross-correlation), as ``torch.nn.functional.conv2d``.
 
     input: (N, C, H, W) or (C, H, W); weight: (OC, C/groups, kH, kW);
     bias: (OC,) or None. stride, padding and dilation take an int or a pair;
     padding also takes 'valid' or 'same' (stride 1 only; an odd total goes to
-    the bottom/right, as in PyTorch). Returns a new array (N, OC, OH, OW).
+    the bottom/right, as in PyTorch). padding_mode 'zeros' | 'reflect' |
+    'replicate' | 'circular' as in ``torch.nn.Conv2d``. Returns a new array
+    (N, OC, OH, OW).
     """
+    if _padding_mode(padding_mode) != "constant":
+        xp, _ = _mode_pad(input, weight, stride, padding, dilation, padding_mode)
+        return conv2d(xp, weight, bias, stride, 0, dilation, groups)
     x = _as_array("input", input)
     w = _as_array("weight", weight)
     arrays = {"input": x, "weight": w}
@@ -227,14 +266,22 @@ def conv2d(input, weight, bias=None, stride: IntOrPair = 1, padding: Union[IntOr
 
 def conv2d_backward(grad_output, input, weight, stride: IntOrPair = 1,
                     padding: Union[IntOrPair, str] = 0, dilation: IntOrPair = 1, groups: int = 1,
-                    output_mask=(True, True, True)):
+                    output_mask=(True, True, True), padding_mode: str = "zeros"):
     """Gradients of :func:`conv2d`: returns ``(grad_input, grad_weight, grad_bias)``.
 
     grad_output has conv2d's output shape. grad_bias is grad_output summed
     over N, H and W. ``output_mask`` (three bools) skips gradients that are
     not needed; a skipped gradient is returned as None. The results are
-    fresh arrays (overwritten, never accumulated).
+    fresh arrays (overwritten, never accumulated). With a padding_mode other
+    than 'zeros' the input gradient is folded back through the padding.
     """
+    if _padding_mode(padding_mode) != "constant":
+        xp, pads = _mode_pad(input, weight, stride, padding, dilation, padding_mode)
+        dxp, dw, db = conv2d_backward(grad_output, xp, weight, stride, 0, dilation, groups,
+                                      output_mask)
+        dx = None if dxp is None else pad_backward(dxp, np.shape(input), pads,
+                                                   _padding_mode(padding_mode))
+        return dx, dw, db
     dy = _as_array("grad_output", grad_output)
     x = _as_array("input", input)
     w = _as_array("weight", weight)
@@ -274,9 +321,18 @@ def conv2d_backward(grad_output, input, weight, stride: IntOrPair = 1,
 
 def conv2d_input(input_size, weight, grad_output, stride: IntOrPair = 1,
                  padding: Union[IntOrPair, str] = 0, dilation: IntOrPair = 1,
-                 groups: int = 1) -> np.ndarray:
+                 groups: int = 1, padding_mode: str = "zeros") -> np.ndarray:
     """Gradient of conv2d w.r.t. its input, as ``torch.nn.grad.conv2d_input``."""
     shape = tuple(_int("input_size", s) for s in input_size)
+    mode = _padding_mode(padding_mode)
+    if mode != "constant":
+        if len(shape) != 4:
+            raise ValueError(f"input_size must have 4 dims (N, C, H, W), got {shape}")
+        w = _as_array("weight", weight)
+        pt, pb, pl, pr = _mode_pads(w, stride, padding, dilation)
+        padded = shape[:2] + (shape[2] + pt + pb, shape[3] + pl + pr)
+        dxp = conv2d_input(padded, w, grad_output, stride, 0, dilation, groups)
+        return pad_backward(dxp, shape, (pl, pr, pt, pb), mode)
     w = _as_array("weight", weight)
     dy = _as_array("grad_output", grad_output)
     cdt, rdt = _compute_dtype(grad_output=dy, weight=w)
@@ -292,9 +348,13 @@ def conv2d_input(input_size, weight, grad_output, stride: IntOrPair = 1,
 
 def conv2d_weight(input, weight_size, grad_output, stride: IntOrPair = 1,
                   padding: Union[IntOrPair, str] = 0, dilation: IntOrPair = 1,
-                  groups: int = 1) -> np.ndarray:
+                  groups: int = 1, padding_mode: str = "zeros") -> np.ndarray:
     """Gradient of conv2d w.r.t. its weight, as ``torch.nn.grad.conv2d_weight``."""
     shape = tuple(_int("weight_size", s) for s in weight_size)
+    if _padding_mode(padding_mode) != "constant":
+        xp, _ = _mode_pad(input, np.empty(shape, np.float32), stride, padding, dilation,
+                          padding_mode)
+        return conv2d_weight(xp, shape, grad_output, stride, 0, dilation, groups)
     x = _as_array("input", input)
     dy = _as_array("grad_output", grad_output)
     cdt, rdt = _compute_dtype(grad_output=dy, input=x)
@@ -952,3 +1012,216 @@ def mse_loss_backward(grad_output, input, target, reduction="mean"):
         _C.mse_loss_backward(_prepare(x, cdt), _prepare(t, cdt), g,
                              1.0 / x.size if code == 2 else 1.0, dx)
     return _finish(dx, rdt)
+
+
+# --------------------------------------------------------------------------
+# pad, linear, batch norm
+# --------------------------------------------------------------------------
+_PAD_MODES = {"constant": 0, "reflect": 1, "replicate": 2, "circular": 3}
+
+
+def _pad_args(shape, padding, mode):
+    if mode not in _PAD_MODES:
+        raise ValueError(f"mode must be 'constant', 'reflect', 'replicate' or 'circular', got {mode!r}")
+    if not isinstance(padding, (tuple, list)) or len(padding) not in (2, 4):
+        raise ValueError(f"padding must be (left, right) or (left, right, top, bottom), got {padding!r}")
+    pads = [_int("padding", v) for v in padding]
+    if min(pads) < 0:
+        raise ValueError(f"padding must be non-negative, got {padding!r}")
+    l, r = pads[0], pads[1]
+    t, b = (pads[2], pads[3]) if len(pads) == 4 else (0, 0)
+    nd = len(shape)
+    if nd < len(pads) // 2:
+        raise ValueError(f"padding {padding!r} needs an input with at least {len(pads) // 2} dims, got {nd}")
+    if mode != "constant" and nd not in (3, 4):
+        raise ValueError(f"mode={mode!r} pads 3-d or 4-d input, got {nd}-d shape {tuple(shape)}")
+    W = shape[-1]
+    H = shape[-2] if nd >= 2 else 1
+    if mode == "reflect" and (l >= W or r >= W or t >= H or b >= H):
+        raise ValueError(f"reflect padding {padding!r} must be smaller than the input size ({H}, {W})")
+    if mode == "circular" and (l > W or r > W or t > H or b > H):
+        raise ValueError(f"circular padding {padding!r} must not exceed the input size ({H}, {W})")
+    if mode != "constant" and (H == 0 or W == 0) and any(pads):
+        raise ValueError(f"mode={mode!r} cannot pad an empty input of shape {tuple(shape)}")
+    out = list(shape)
+    out[-1] += l + r
+    if nd >= 2:
+        out[-2] += t + b
+    return (l, r, t, b), tuple(out)
+
+
+def pad(input, padding, mode="constant", value=0.0):
+    """Pad the last one or two axes, as ``torch.nn.functional.pad``.
+
+    padding: (left, right) or (left, right, top, bottom), non-negative.
+    mode: 'constant' (with ``value``), 'reflect', 'replicate' or 'circular'.
+    """
+    x = _as_array("input", input)
+    cdt, rdt = _compute_dtype(input=x)
+    (l, r, t, b), shape = _pad_args(x.shape, padding, mode)
+    value = _real("value", value)
+    y = np.empty(shape, dtype=cdt)
+    if y.size:
+        _C.pad_forward(_prepare(x, cdt), y, l, r, t, b, _PAD_MODES[mode], value)
+    return _finish(y, rdt)
+
+
+def pad_backward(grad_output, input_shape, padding, mode="constant"):
+    """Gradient of :func:`pad`: each output gradient is added into its source element."""
+    shape = tuple(_int("input_shape", s) for s in input_shape)
+    dy = _as_array("grad_output", grad_output)
+    cdt, rdt = _compute_dtype(grad_output=dy)
+    (l, r, t, b), out_shape = _pad_args(shape, padding, mode)
+    if dy.shape != out_shape:
+        raise ValueError(f"grad_output must have the padded shape {out_shape}, got {dy.shape}")
+    dx = np.empty(shape, dtype=cdt)
+    if dx.size:
+        _C.pad_backward(_prepare(dy, cdt), dx, l, r, t, b, _PAD_MODES[mode])
+    return _finish(dx, rdt)
+
+
+def _linear_args(input, weight):
+    x = _as_array("input", input)
+    w = _as_array("weight", weight)
+    if w.ndim != 2:
+        raise ValueError(f"weight must be 2-d (out_features, in_features), got shape {w.shape}")
+    if x.ndim < 1 or x.shape[-1] != w.shape[1]:
+        raise ValueError(f"input's last dim must be in_features={w.shape[1]}, got shape {x.shape}")
+    return x, w
+
+
+def linear(input, weight, bias=None):
+    """x @ weight.T + bias on pyconv's GEMM; input (..., in), weight (out, in)."""
+    x, w = _linear_args(input, weight)
+    arrays = {"input": x, "weight": w}
+    if bias is not None:
+        b = _as_array("bias", bias)
+        if b.shape != (w.shape[0],):
+            raise ValueError(f"bias must have shape ({w.shape[0]},), got {b.shape}")
+        arrays["bias"] = b
+    cdt, rdt = _compute_dtype(**arrays)
+    x2 = _prepare(x, cdt).reshape(-1, w.shape[1])
+    y = np.empty((x2.shape[0], w.shape[0]), dtype=cdt)
+    if y.size:
+        _C.linear_forward(x2, _prepare(w, cdt), None if bias is None else _prepare(b, cdt), y)
+    return _finish(y.reshape(x.shape[:-1] + (w.shape[0],)), rdt)
+
+
+def linear_backward(grad_output, input, weight, output_mask=(True, True, True)):
+    """Gradients of :func:`linear`: (grad_input, grad_weight, grad_bias); None where masked."""
+    x, w = _linear_args(input, weight)
+    dy = _as_array("grad_output", grad_output)
+    if dy.shape != x.shape[:-1] + (w.shape[0],):
+        raise ValueError(f"grad_output must have shape {x.shape[:-1] + (w.shape[0],)}, got {dy.shape}")
+    if len(output_mask) != 3:
+        raise ValueError(f"output_mask must have three bools, got {output_mask!r}")
+    cdt, rdt = _compute_dtype(grad_output=dy, input=x, weight=w)
+    K, N = w.shape[1], w.shape[0]
+    x2 = _prepare(x, cdt).reshape(-1, K)
+    dy2 = _prepare(dy, cdt).reshape(-1, N)
+    want = [bool(m) for m in output_mask]
+    dx = np.empty(x2.shape, dtype=cdt) if want[0] else None
+    dw = np.empty((N, K), dtype=cdt) if want[1] else None
+    db = np.empty((N,), dtype=cdt) if want[2] else None
+    if x2.shape[0] == 0:
+        for a in (dw, db):
+            if a is not None:
+                a[...] = 0
+    else:
+        _C.linear_backward(dy2, x2, _prepare(w, cdt), dx, dw, db)
+    return (None if dx is None else _finish(dx.reshape(x.shape), rdt),
+            None if dw is None else _finish(dw, rdt),
+            None if db is None else _finish(db, rdt))
+
+
+def _channel_vec(name, v, C, cdt, writable=False):
+    if v is None:
+        return None
+    if writable:
+        if not isinstance(v, np.ndarray) or v.dtype.kind != "f" or not v.flags.writeable:
+            raise TypeError(f"{name} must be a writable float ndarray (it is updated in place)")
+    a = np.asarray(v)
+    if a.shape != (C,):
+        raise ValueError(f"{name} must have shape ({C},), got {a.shape}")
+    return np.ascontiguousarray(a, dtype=cdt)
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5, return_stats=False):
+    """Batch normalisation, as ``torch.nn.functional.batch_norm``.
+
+    input: (N, C), (N, C, L) or (N, C, H, W); statistics per channel. In
+    training mode the batch statistics normalise (biased variance) and
+    running_mean / running_var (if given) are updated in place with the
+    unbiased variance; otherwise the running statistics are used. With
+    return_stats=True returns (y, save_mean, save_invstd) for
+    :func:`batch_norm_backward`.
+    """
+    x = _as_array("input", input)
+    if x.ndim < 2:
+        raise ValueError(f"input must have at least 2 dims (N, C, ...), got shape {x.shape}")
+    C = x.shape[1]
+    cdt, rdt = _compute_dtype(input=x)
+    momentum = _real("momentum", momentum)
+    eps = _real("eps", eps)
+    if eps <= 0:
+        raise ValueError(f"eps must be positive, got {eps}")
+    rm = _channel_vec("running_mean", running_mean, C, cdt, writable=training)
+    rv = _channel_vec("running_var", running_var, C, cdt, writable=training)
+    if not training and (rm is None or rv is None):
+        raise ValueError("running_mean and running_var are required when training=False")
+    w = _channel_vec("weight", weight, C, cdt)
+    b = _channel_vec("bias", bias, C, cdt)
+    xc = _prepare(x, cdt)
+    count = x.size // C if C else 0
+    if training:
+        if count <= 1:
+            raise ValueError(f"expected more than 1 value per channel when training, got input shape {x.shape}")
+        mean = np.empty(C, dtype=cdt)
+        var = np.empty(C, dtype=cdt)
+        _C.batch_norm_stats(xc, mean, var)
+        if running_mean is not None:
+            running_mean *= 1 - momentum
+            running_mean += momentum * mean
+        if running_var is not None:
+            running_var *= 1 - momentum
+            running_var += momentum * var * (count / (count - 1))
+    else:
+        mean, var = rm, rv
+    invstd = (1.0 / np.sqrt(var + eps)).astype(cdt)
+    y = np.empty_like(xc)
+    if y.size:
+        _C.batch_norm_normalize(xc, np.ascontiguousarray(mean, cdt), invstd, w, b, y)
+    y = _finish(y, rdt)
+    return (y, mean.astype(cdt, copy=True), invstd) if return_stats else y
+
+
+def batch_norm_backward(grad_output, input, weight, save_mean, save_invstd, training=True,
+                        output_mask=(True, True, True)):
+    """Gradients of :func:`batch_norm`: (grad_input, grad_weight, grad_bias); None where masked.
+
+    save_mean / save_invstd are the statistics the forward used
+    (``return_stats=True``); weight None means 1.
+    """
+    x = _as_array("input", input)
+    dy = _as_array("grad_output", grad_output)
+    if x.ndim < 2:
+        raise ValueError(f"input must have at least 2 dims (N, C, ...), got shape {x.shape}")
+    if dy.shape != x.shape:
+        raise ValueError(f"grad_output shape {dy.shape} must match input shape {x.shape}")
+    if len(output_mask) != 3:
+        raise ValueError(f"output_mask must have three bools, got {output_mask!r}")
+    C = x.shape[1]
+    cdt, rdt = _compute_dtype(grad_output=dy, input=x)
+    mean = _channel_vec("save_mean", save_mean, C, cdt)
+    invstd = _channel_vec("save_invstd", save_invstd, C, cdt)
+    if mean is None or invstd is None:
+        raise ValueError("save_mean and save_invstd are required")
+    w = _channel_vec("weight", weight, C, cdt)
+    want = [bool(m) for m in output_mask]
+    dx = np.empty(x.shape, dtype=cdt) if want[0] else None
+    dw = np.empty(C, dtype=cdt) if want[1] else None
+    db = np.empty(C, dtype=cdt) if want[2] else None
+    _C.batch_norm_backward(_prepare(dy, cdt), _prepare(x, cdt), mean, invstd, w, bool(training),
+                           dx, dw, db)
+    return tuple(None if a is None else _finish(a, rdt) for a in (dx, dw, db))

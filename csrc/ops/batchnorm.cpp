@@ -1,0 +1,103 @@
+// batchnorm.cpp - see batchnorm.h. Parallel over channels; every reduction
+// runs in a fixed order inside one thread (deterministic for any thread count).
+#include "ops/batchnorm.h"
+
+#include <algorithm>
+
+#include "cpu/parallel.h"
+
+namespace pyconv {
+
+template <typename T>
+void batch_norm_stats(const T* x, i64 N, i64 C, i64 S, T* mean, T* var) {
+  const int nt = (int)std::min<i64>(C, threads_for(double(N) * C * S * 2 * sizeof(T), 1.0e6));
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (i64 c = 0; c < C; ++c) {
+    double s = 0;
+    for (i64 n = 0; n < N; ++n) {
+      const T* xp = x + (n * C + c) * S;
+      for (i64 i = 0; i < S; ++i) s += xp[i];
+    }
+    const double m = s / double(N * S);
+    double v = 0;
+    for (i64 n = 0; n < N; ++n) {
+      const T* xp = x + (n * C + c) * S;
+      for (i64 i = 0; i < S; ++i) {
+        const double d = double(xp[i]) - m;
+        v += d * d;
+      }
+    }
+    mean[c] = T(m);
+    var[c] = T(v / double(N * S));
+  }
+}
+
+template <typename T>
+void batch_norm_normalize(const T* x, i64 N, i64 C, i64 S, const T* mean, const T* invstd,
+                          const T* w, const T* b, T* y) {
+  const i64 rows = N * C;
+  const int nt = threads_for(double(rows) * S * 2 * sizeof(T), 1.0e6);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (i64 r = 0; r < rows; ++r) {
+    const i64 c = r % C;
+    const T scale = invstd[c] * (w ? w[c] : T(1));
+    const T shift = (b ? b[c] : T(0)) - mean[c] * scale;
+    const T* __restrict xp = x + r * S;
+    T* __restrict yp = y + r * S;
+    for (i64 i = 0; i < S; ++i) yp[i] = xp[i] * scale + shift;
+  }
+}
+
+template <typename T>
+void batch_norm_backward(const T* dy, const T* x, i64 N, i64 C, i64 S, const T* mean,
+                         const T* invstd, const T* w, bool training, T* dx, T* dw, T* db) {
+  const int nt = (int)std::min<i64>(C, threads_for(double(N) * C * S * 3 * sizeof(T), 1.0e6));
+  const double M = double(N * S);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (i64 c = 0; c < C; ++c) {
+    double sdy = 0, sdyx = 0;  // sum(dy), sum(dy * (x - mean))
+    for (i64 n = 0; n < N; ++n) {
+      const T* g = dy + (n * C + c) * S;
+      const T* xp = x + (n * C + c) * S;
+      for (i64 i = 0; i < S; ++i) {
+        sdy += g[i];
+        sdyx += double(g[i]) * (double(xp[i]) - double(mean[c]));
+      }
+    }
+    const double is = invstd[c], wc = w ? double(w[c]) : 1.0;
+    if (db) db[c] = T(sdy);
+    if (dw) dw[c] = T(sdyx * is);
+    if (!dx) continue;
+    if (!training) {
+      const T k = T(wc * is);
+      for (i64 n = 0; n < N; ++n) {
+        const T* g = dy + (n * C + c) * S;
+        T* d = dx + (n * C + c) * S;
+        for (i64 i = 0; i < S; ++i) d[i] = g[i] * k;
+      }
+      continue;
+    }
+    // dx = w*invstd * (dy - mean(dy) - xhat * mean(dy * xhat))
+    const T k = T(wc * is);
+    const T a = T(sdy / M);
+    const T bcoef = T(sdyx * is * is / M);  // applied to (x - mean)
+    const T m = mean[c];
+    for (i64 n = 0; n < N; ++n) {
+      const T* g = dy + (n * C + c) * S;
+      const T* xp = x + (n * C + c) * S;
+      T* d = dx + (n * C + c) * S;
+      for (i64 i = 0; i < S; ++i) d[i] = k * (g[i] - a - (xp[i] - m) * bcoef);
+    }
+  }
+}
+
+#define PYCONV_BN_INSTANTIATE(T)                                                                 \
+  template void batch_norm_stats<T>(const T*, i64, i64, i64, T*, T*);                          \
+  template void batch_norm_normalize<T>(const T*, i64, i64, i64, const T*, const T*, const T*,  \
+                                        const T*, T*);                                           \
+  template void batch_norm_backward<T>(const T*, const T*, i64, i64, i64, const T*, const T*,   \
+                                       const T*, bool, T*, T*, T*);
+PYCONV_BN_INSTANTIATE(float)
+PYCONV_BN_INSTANTIATE(double)
+
+}  // namespace pyconv

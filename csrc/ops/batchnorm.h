@@ -1,0 +1,23 @@
+// batchnorm.h - batch normalisation over x viewed as [N][C][S] (S = spatial
+// size, 1 for (N, C) input). Statistics are per channel over N and S.
+#pragma once
+#include "common.h"
+
+namespace pyconv {
+
+// mean[c] and biased var[c] of x (two passes, double accumulation, fixed order).
+template <typename T>
+void batch_norm_stats(const T* x, i64 N, i64 C, i64 S, T* mean, T* var);
+
+// y = (x - mean[c]) * invstd[c] * w[c] + b[c]   (w, b nullable: 1 and 0)
+template <typename T>
+void batch_norm_normalize(const T* x, i64 N, i64 C, i64 S, const T* mean, const T* invstd,
+                          const T* w, const T* b, T* y);
+
+// Gradients (each output nullable). training: statistics came from this
+// batch, so dx includes their dependence on x; else they are constants.
+template <typename T>
+void batch_norm_backward(const T* dy, const T* x, i64 N, i64 C, i64 S, const T* mean,
+                         const T* invstd, const T* w, bool training, T* dx, T* dw, T* db);
+
+}  // namespace pyconv

@@ -1,0 +1,84 @@
+// pad.cpp - see pad.h. Parallel over planes (each plane owned by one thread).
+#include "ops/pad.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "cpu/parallel.h"
+
+namespace pyconv {
+namespace {
+
+// Source index of output position o (input offset `before`), or -1 for a
+// constant-padding position.
+inline i64 source(i64 o, i64 before, i64 n, PadMode mode) {
+  i64 i = o - before;
+  if (i >= 0 && i < n) return i;
+  switch (mode) {
+    case PadMode::constant: return -1;
+    case PadMode::reflect: return i < 0 ? -i : 2 * (n - 1) - i;
+    case PadMode::replicate: return i < 0 ? 0 : n - 1;
+    case PadMode::circular: return ((i % n) + n) % n;
+  }
+  return -1;
+}
+
+std::vector<i64> source_map(i64 out, i64 before, i64 n, PadMode mode) {
+  std::vector<i64> m(out);
+  for (i64 o = 0; o < out; ++o) m[o] = source(o, before, n, mode);
+  return m;
+}
+
+}  // namespace
+
+template <typename T>
+void pad_forward(const PadParams& p, T value, const T* x, T* y) {
+  const i64 OH = p.OH(), OW = p.OW();
+  const std::vector<i64> sy = source_map(OH, p.top, p.H, p.mode);
+  const std::vector<i64> sx = source_map(OW, p.left, p.W, p.mode);
+  const int nt = threads_for(double(p.planes) * OH * OW * sizeof(T), 1.0e6);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (i64 pl = 0; pl < p.planes; ++pl) {
+    const T* xp = x + pl * p.H * p.W;
+    T* yp = y + pl * OH * OW;
+    for (i64 oy = 0; oy < OH; ++oy) {
+      T* yr = yp + oy * OW;
+      if (sy[oy] < 0) {
+        std::fill(yr, yr + OW, value);
+        continue;
+      }
+      const T* xr = xp + sy[oy] * p.W;
+      for (i64 ox = 0; ox < p.left; ++ox) yr[ox] = sx[ox] < 0 ? value : xr[sx[ox]];
+      std::copy(xr, xr + p.W, yr + p.left);
+      for (i64 ox = p.left + p.W; ox < OW; ++ox) yr[ox] = sx[ox] < 0 ? value : xr[sx[ox]];
+    }
+  }
+}
+
+template <typename T>
+void pad_backward(const PadParams& p, const T* dy, T* dx) {
+  const i64 OH = p.OH(), OW = p.OW();
+  const std::vector<i64> sy = source_map(OH, p.top, p.H, p.mode);
+  const std::vector<i64> sx = source_map(OW, p.left, p.W, p.mode);
+  const int nt = threads_for(double(p.planes) * OH * OW * sizeof(T), 1.0e6);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (i64 pl = 0; pl < p.planes; ++pl) {
+    T* dxp = dx + pl * p.H * p.W;
+    const T* g = dy + pl * OH * OW;
+    std::fill(dxp, dxp + p.H * p.W, T(0));
+    for (i64 oy = 0; oy < OH; ++oy) {  // fixed order: row by row, left to right
+      if (sy[oy] < 0) continue;
+      T* dr = dxp + sy[oy] * p.W;
+      const T* gr = g + oy * OW;
+      for (i64 ox = 0; ox < OW; ++ox)
+        if (sx[ox] >= 0) dr[sx[ox]] += gr[ox];
+    }
+  }
+}
+
+template void pad_forward<float>(const PadParams&, float, const float*, float*);
+template void pad_forward<double>(const PadParams&, double, const double*, double*);
+template void pad_backward<float>(const PadParams&, const float*, float*);
+template void pad_backward<double>(const PadParams&, const double*, double*);
+
+}  // namespace pyconv
