@@ -289,7 +289,12 @@ void py_max_pool2d_forward(const py::array& x, py::array& y, const py::object& i
 void py_max_pool2d_backward(const py::array& dy, const py::array& idx, py::array& dx) {
   const DType d = same_contig({{&dy, "grad_output"}, {&dx, "grad_input"}});
   require_writable(dx, "grad_input");
-  Pool2dParams p = pool_params(dx, dy, 1, 1, 1, 1, 0, 0, 1, 1, "grad_input", "grad_output");
+  require_ndim(dx, 4, "grad_input");
+  require_ndim(dy, 4, "grad_output");
+  if (dx.shape(0) != dy.shape(0) || dx.shape(1) != dy.shape(1))
+    throw py::value_error("max_pool2d_backward: grad_output must have the batch and channels of grad_input");
+  Pool2dParams p{dx.shape(0), dx.shape(1), dx.shape(2), dx.shape(3), 1, 1, 1, 1, 0, 0, 1, 1,
+                 dy.shape(2), dy.shape(3)};
   const std::int64_t* ip = index_array(idx, "indices", dy.size(), p.H * p.W);
   py::gil_scoped_release nogil;
   with_dtype(d, [&](auto t) {

@@ -452,13 +452,13 @@ def _pool_geom(shape, kernel_size, stride, padding, dilation, ceil_mode):
 
     def out(size, k, s, p, d):
         span = size + 2 * p - d * (k - 1) - 1
-        if span < 0:
-            raise ValueError(
-                f"kernel_size={kernel_size!r} with dilation={dilation!r} is larger than the "
-                f"padded input ({H + 2 * ph}, {W + 2 * pw})")
-        o = (span + (s - 1 if ceil_mode else 0)) // s + 1
+        o = (span + (s - 1 if ceil_mode else 0)) // s + 1  # floor division, as PyTorch
         if ceil_mode and (o - 1) * s >= size + p:  # the last window must start inside
             o -= 1
+        if o < 1:
+            raise ValueError(
+                f"kernel_size={kernel_size!r} with dilation={dilation!r} is larger than the "
+                f"padded input ({H + 2 * ph}, {W + 2 * pw}): output size would be {o}")
         return o
 
     return (out(H, kh, sh, ph, dh), out(W, kw, sw, pw, dw)), (kh, kw, sh, sw, ph, pw, dh, dw)
@@ -506,11 +506,10 @@ def _scatter_backward(grad_output, indices, input_shape, fn_name):
     cdt, rdt = _compute_dtype(grad_output=dy)
     unbatched = len(shape) == 3
     full = (1,) + shape if unbatched else shape
-    if dy.ndim != 4 - unbatched or dy.shape[:-2] != full[1 - unbatched:-2] and not unbatched:
+    # grad_output keeps the input's leading (N, C) or (C,) dims.
+    if dy.ndim != len(shape) or dy.shape[:-2] != shape[:-2]:
         raise ValueError(f"{fn_name}: grad_output shape {dy.shape} does not match input_shape {shape}")
     if unbatched:
-        if dy.shape[0] != shape[0]:
-            raise ValueError(f"{fn_name}: grad_output shape {dy.shape} does not match input_shape {shape}")
         dy, idx = dy[None], idx[None]
     dx = np.empty(full, dtype=cdt)
     if dx.size:
