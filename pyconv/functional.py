@@ -88,8 +88,12 @@ def _compute_dtype(**arrays) -> Tuple[np.dtype, np.dtype]:
 
 
 def _prepare(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """The one conversion point: native-endian, C-contiguous, of `dtype`."""
-    return np.ascontiguousarray(a, dtype=dtype)
+    """The one conversion point: native-endian, C-contiguous, of `dtype`.
+
+    (np.asarray with order='C' rather than np.ascontiguousarray, which turns
+    0-d arrays into 1-d.)
+    """
+    return np.asarray(a, dtype=dtype, order="C")
 
 
 def _finish(out: np.ndarray, result_dtype: np.dtype) -> np.ndarray:
@@ -475,6 +479,15 @@ def _unbatch(a, unbatched):
     return a[0] if unbatched else a
 
 
+def _input_shape(input_shape, fn_name):
+    """(shape, batched shape, unbatched?) for a pooling backward's input_shape."""
+    shape = tuple(_int("input_shape", s) for s in input_shape)
+    if len(shape) not in (3, 4):
+        raise ValueError(f"{fn_name}: input_shape must have 3 or 4 dims, got {shape}")
+    unbatched = len(shape) == 3
+    return shape, ((1,) + shape if unbatched else shape), unbatched
+
+
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
     """2-D max pooling as ``torch.nn.functional.max_pool2d``.
@@ -494,9 +507,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 
 
 def _scatter_backward(grad_output, indices, input_shape, fn_name):
-    shape = tuple(_int("input_shape", s) for s in input_shape)
-    if len(shape) not in (3, 4):
-        raise ValueError(f"{fn_name}: input_shape must have 3 or 4 dims, got {shape}")
+    shape, full, unbatched = _input_shape(input_shape, fn_name)
     dy = _as_array("grad_output", grad_output)
     idx = _as_array("indices", indices)
     if idx.dtype.kind not in "iu":
@@ -504,8 +515,6 @@ def _scatter_backward(grad_output, indices, input_shape, fn_name):
     if idx.shape != dy.shape:
         raise ValueError(f"{fn_name}: indices shape {idx.shape} must match grad_output shape {dy.shape}")
     cdt, rdt = _compute_dtype(grad_output=dy)
-    unbatched = len(shape) == 3
-    full = (1,) + shape if unbatched else shape
     # grad_output keeps the input's leading (N, C) or (C,) dims.
     if dy.ndim != len(shape) or dy.shape[:-2] != shape[:-2]:
         raise ValueError(f"{fn_name}: grad_output shape {dy.shape} does not match input_shape {shape}")
@@ -553,11 +562,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
 def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0,
                         ceil_mode=False, count_include_pad=True, divisor_override=None):
     """Gradient of :func:`avg_pool2d` w.r.t. its input (same window arguments)."""
-    shape = tuple(_int("input_shape", s) for s in input_shape)
-    if len(shape) not in (3, 4):
-        raise ValueError(f"avg_pool2d_backward: input_shape must have 3 or 4 dims, got {shape}")
-    unbatched = len(shape) == 3
-    full = (1,) + shape if unbatched else shape
+    shape, full, unbatched = _input_shape(input_shape, "avg_pool2d_backward")
     dy = _as_array("grad_output", grad_output)
     cdt, rdt = _compute_dtype(grad_output=dy)
     (OH, OW), win = _pool_geom(full, kernel_size, stride, padding, 1, ceil_mode)
@@ -602,11 +607,7 @@ def adaptive_avg_pool2d(input, output_size):
 
 def adaptive_avg_pool2d_backward(grad_output, input_shape):
     """Gradient of :func:`adaptive_avg_pool2d` w.r.t. its input."""
-    shape = tuple(_int("input_shape", s) for s in input_shape)
-    if len(shape) not in (3, 4):
-        raise ValueError(f"adaptive_avg_pool2d_backward: input_shape must have 3 or 4 dims, got {shape}")
-    unbatched = len(shape) == 3
-    full = (1,) + shape if unbatched else shape
+    shape, full, unbatched = _input_shape(input_shape, "adaptive_avg_pool2d_backward")
     dy = _as_array("grad_output", grad_output)
     cdt, rdt = _compute_dtype(grad_output=dy)
     dyb = dy[None] if unbatched else dy

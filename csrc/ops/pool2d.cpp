@@ -150,62 +150,50 @@ void avg_pool2d_backward(const Pool2dParams& p, bool cip, i64 dov, const T* dy, 
   }
 }
 
-template <typename T>
-void adaptive_avg_pool2d_forward(const Pool2dParams& p, const T* x, T* y) {
-  const i64 HW = p.H * p.W, OHW = p.OH * p.OW;
-  const int nt = plane_threads(p, double(HW) + OHW);
+namespace {
+// Calls body(plane, o, h0, h1, w0, w1) for every output bin, parallel over planes.
+template <typename Body>
+void adaptive_bins(const Pool2dParams& p, Body body) {
+  const i64 OHW = p.OH * p.OW;
+  const int nt = plane_threads(p, double(p.H * p.W) + OHW);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-  for (i64 pl = 0; pl < p.planes(); ++pl) {
-    const T* xp = x + pl * HW;
+  for (i64 pl = 0; pl < p.planes(); ++pl)
     for (i64 oy = 0; oy < p.OH; ++oy) {
       const i64 h0 = bin_start(oy, p.H, p.OH), h1 = bin_end(oy, p.H, p.OH);
-      for (i64 ox = 0; ox < p.OW; ++ox) {
-        const i64 w0 = bin_start(ox, p.W, p.OW), w1 = bin_end(ox, p.W, p.OW);
-        T s = 0;
-        for (i64 ih = h0; ih < h1; ++ih)
-          for (i64 iw = w0; iw < w1; ++iw) s += xp[ih * p.W + iw];
-        y[pl * OHW + oy * p.OW + ox] = s / T((h1 - h0) * (w1 - w0));
-      }
+      for (i64 ox = 0; ox < p.OW; ++ox)
+        body(pl, pl * OHW + oy * p.OW + ox, h0, h1, bin_start(ox, p.W, p.OW), bin_end(ox, p.W, p.OW));
     }
-  }
+}
+}  // namespace
+
+template <typename T>
+void adaptive_avg_pool2d_forward(const Pool2dParams& p, const T* x, T* y) {
+  adaptive_bins(p, [&](i64 pl, i64 o, i64 h0, i64 h1, i64 w0, i64 w1) {
+    const T* xp = x + pl * p.H * p.W;
+    T s = 0;
+    for (i64 ih = h0; ih < h1; ++ih)
+      for (i64 iw = w0; iw < w1; ++iw) s += xp[ih * p.W + iw];
+    y[o] = s / T((h1 - h0) * (w1 - w0));
+  });
 }
 
 template <typename T>
 void adaptive_avg_pool2d_backward(const Pool2dParams& p, const T* dy, T* dx) {
-  const i64 HW = p.H * p.W, OHW = p.OH * p.OW;
-  const int nt = plane_threads(p, double(HW) + OHW);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-  for (i64 pl = 0; pl < p.planes(); ++pl) {
+  const i64 HW = p.H * p.W;
+  adaptive_bins(p, [&](i64 pl, i64 o, i64 h0, i64 h1, i64 w0, i64 w1) {
     T* dxp = dx + pl * HW;
-    std::fill(dxp, dxp + HW, T(0));
-    for (i64 oy = 0; oy < p.OH; ++oy) {
-      const i64 h0 = bin_start(oy, p.H, p.OH), h1 = bin_end(oy, p.H, p.OH);
-      for (i64 ox = 0; ox < p.OW; ++ox) {
-        const i64 w0 = bin_start(ox, p.W, p.OW), w1 = bin_end(ox, p.W, p.OW);
-        const T v = dy[pl * OHW + oy * p.OW + ox] / T((h1 - h0) * (w1 - w0));
-        for (i64 ih = h0; ih < h1; ++ih)
-          for (i64 iw = w0; iw < w1; ++iw) dxp[ih * p.W + iw] += v;
-      }
-    }
-  }
+    if (o == pl * p.OH * p.OW) std::fill(dxp, dxp + HW, T(0));  // first bin of the plane
+    const T v = dy[o] / T((h1 - h0) * (w1 - w0));
+    for (i64 ih = h0; ih < h1; ++ih)
+      for (i64 iw = w0; iw < w1; ++iw) dxp[ih * p.W + iw] += v;
+  });
 }
 
 template <typename T>
 void adaptive_max_pool2d_forward(const Pool2dParams& p, const T* x, T* y, std::int64_t* idx) {
-  const i64 HW = p.H * p.W, OHW = p.OH * p.OW;
-  const int nt = plane_threads(p, double(HW) + OHW);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-  for (i64 pl = 0; pl < p.planes(); ++pl) {
-    const T* xp = x + pl * HW;
-    for (i64 oy = 0; oy < p.OH; ++oy) {
-      const i64 h0 = bin_start(oy, p.H, p.OH), h1 = bin_end(oy, p.H, p.OH);
-      for (i64 ox = 0; ox < p.OW; ++ox) {
-        const i64 w0 = bin_start(ox, p.W, p.OW), w1 = bin_end(ox, p.W, p.OW);
-        const i64 o = pl * OHW + oy * p.OW + ox;
-        window_max(xp, p.W, h0, h1, 1, w0, w1, 1, y + o, idx ? idx + o : nullptr);
-      }
-    }
-  }
+  adaptive_bins(p, [&](i64 pl, i64 o, i64 h0, i64 h1, i64 w0, i64 w1) {
+    window_max(x + pl * p.H * p.W, p.W, h0, h1, 1, w0, w1, 1, y + o, idx ? idx + o : nullptr);
+  });
 }
 
 #define PYCONV_POOL_INSTANTIATE(T)                                                                 \
