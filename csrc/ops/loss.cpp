@@ -12,20 +12,30 @@
 namespace pyconv {
 namespace {
 
-// log(sum(exp(x))) of one row, max subtracted.
+// A row's max m and log(sum(exp(x - m))): log-probabilities are then
+// (x - m) - log_s, where x - m is exact. (Adding m and log_s first loses the
+// low bits of log_s when |m| is large: 2e-4 relative error at logits of 1e4
+// in float32.)
 template <typename T>
-inline T logsumexp(const T* x, i64 C) {
+struct RowLse {
+  T m, log_s;
+  T logp(T x) const { return (x - m) - log_s; }
+};
+
+template <typename T>
+inline RowLse<T> row_lse(const T* x, i64 C) {
+  constexpr T nan = std::numeric_limits<T>::quiet_NaN();
   T m = -std::numeric_limits<T>::infinity();
   for (i64 c = 0; c < C; ++c) {
-    if (std::isnan(x[c])) return x[c];
+    if (std::isnan(x[c])) return {nan, nan};
     m = x[c] > m ? x[c] : m;
   }
   // A +inf entry, or a row of -inf: x - max is inf - inf somewhere, so
   // PyTorch's log_softmax is NaN throughout the row.
-  if (std::isinf(m)) return std::numeric_limits<T>::quiet_NaN();
+  if (std::isinf(m)) return {nan, nan};
   T s = 0;
   for (i64 c = 0; c < C; ++c) s += std::exp(x[c] - m);
-  return m + std::log(s);
+  return {m, std::log(s)};
 }
 
 template <typename T>
@@ -48,18 +58,18 @@ void cross_entropy_forward(const T* x, i64 N, i64 C, const std::int64_t* t, cons
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
   for (i64 n = 0; n < N; ++n) {
     const T* xr = x + n * C;
-    const T lse = logsumexp(xr, C);
+    const RowLse<T> r = row_lse(xr, C);
     T loss = 0;
     if (t) {  // (1-eps) * (-logp[t]) + eps * mean_c(-logp[c])
-      loss = (T(1) - eps) * (lse - xr[t[n]]);
+      loss = -(T(1) - eps) * r.logp(xr[t[n]]);
       if (eps != T(0)) {
         T s = 0;
-        for (i64 c = 0; c < C; ++c) s += lse - xr[c];
+        for (i64 c = 0; c < C; ++c) s -= r.logp(xr[c]);
         loss += eps * s / T(C);
       }
     } else {  // -sum_c q'_c * logp_c, q' = (1-eps) q + eps / C
       const T* qr = q + n * C;
-      for (i64 c = 0; c < C; ++c) loss += ((T(1) - eps) * qr[c] + eps / T(C)) * (lse - xr[c]);
+      for (i64 c = 0; c < C; ++c) loss -= ((T(1) - eps) * qr[c] + eps / T(C)) * r.logp(xr[c]);
     }
     rows[n] = loss;
   }
@@ -75,16 +85,16 @@ void cross_entropy_backward(const T* x, i64 N, i64 C, const std::int64_t* t, con
     const T* xr = x + n * C;
     T* dr = dx + n * C;
     const T gn = g[n * g_stride] * scale;
-    const T lse = logsumexp(xr, C);
+    const RowLse<T> r = row_lse(xr, C);
     if (t) {  // softmax - ((1-eps) onehot + eps/C)
-      for (i64 c = 0; c < C; ++c) dr[c] = gn * (std::exp(xr[c] - lse) - eps / T(C));
+      for (i64 c = 0; c < C; ++c) dr[c] = gn * (std::exp(r.logp(xr[c])) - eps / T(C));
       dr[t[n]] -= gn * (T(1) - eps);
     } else {  // softmax * sum(q') - q'
       const T* qr = q + n * C;
       T qs = 0;
       for (i64 c = 0; c < C; ++c) qs += (T(1) - eps) * qr[c] + eps / T(C);
       for (i64 c = 0; c < C; ++c)
-        dr[c] = gn * (std::exp(xr[c] - lse) * qs - ((T(1) - eps) * qr[c] + eps / T(C)));
+        dr[c] = gn * (std::exp(r.logp(xr[c])) * qs - ((T(1) - eps) * qr[c] + eps / T(C)));
     }
   }
 }
