@@ -40,10 +40,50 @@ inline i64 bin_end(i64 i, i64 in, i64 out) { return ((i + 1) * in + out - 1) / o
 
 }  // namespace
 
+namespace {
+// The common 2x2, stride-2, unpadded case with every window inside the
+// input: the same first-maximum / NaN-wins rule as window_max, written as
+// selects over the four taps so the loop has no data-dependent branches.
+template <typename T>
+void max_pool_2x2(const Pool2dParams& p, const T* xp, T* yp, std::int64_t* ip) {
+  for (i64 oy = 0; oy < p.OH; ++oy) {
+    const T* __restrict r0 = xp + 2 * oy * p.W;
+    const T* __restrict r1 = r0 + p.W;
+    T* __restrict yr = yp + oy * p.OW;
+    const i64 base = 2 * oy * p.W;
+    for (i64 ox = 0; ox < p.OW; ++ox) {
+      const T a = r0[2 * ox], b = r0[2 * ox + 1], c = r1[2 * ox], d = r1[2 * ox + 1];
+      // Non-short-circuit | keeps these as selects, not branches (random
+      // data mispredicts half of them).
+      T m = a;
+      std::int64_t k = 0;
+      bool t = (b > m) | (b != b);
+      m = t ? b : m;
+      k = t ? 1 : k;
+      t = (c > m) | (c != c);
+      m = t ? c : m;
+      k = t ? p.W : k;
+      t = (d > m) | (d != d);
+      m = t ? d : m;
+      k = t ? p.W + 1 : k;
+      yr[ox] = m;
+      if (ip) ip[oy * p.OW + ox] = base + 2 * ox + k;
+    }
+  }
+}
+}  // namespace
+
 template <typename T>
 void max_pool2d_forward(const Pool2dParams& p, const T* x, T* y, std::int64_t* idx) {
   const i64 HW = p.H * p.W, OHW = p.OH * p.OW;
   const int nt = plane_threads(p, double(OHW) * p.KH * p.KW);
+  if (p.KH == 2 && p.KW == 2 && p.SH == 2 && p.SW == 2 && p.PH == 0 && p.PW == 0 && p.DH == 1 &&
+      p.DW == 1 && 2 * p.OH <= p.H && 2 * p.OW <= p.W) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (i64 pl = 0; pl < p.planes(); ++pl)
+      max_pool_2x2(p, x + pl * HW, y + pl * OHW, idx ? idx + pl * OHW : nullptr);
+    return;
+  }
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
   for (i64 pl = 0; pl < p.planes(); ++pl) {
     const T* xp = x + pl * HW;
