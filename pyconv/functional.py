@@ -1060,6 +1060,8 @@ def pad(input, padding, mode="constant", value=0.0):
     cdt, rdt = _compute_dtype(input=x)
     (l, r, t, b), shape = _pad_args(x.shape, padding, mode)
     value = _real("value", value)
+    if mode != "constant" and value != 0.0:
+        raise ValueError(f"value={value!r} is only used by mode='constant', not mode={mode!r}")
     y = np.empty(shape, dtype=cdt)
     if y.size:
         _C.pad_forward(_prepare(x, cdt), y, l, r, t, b, _PAD_MODES[mode], value)
