@@ -4,8 +4,10 @@
     pytest bench/test_bench_smoke.py --benchmark-disable -q     # correctness only
 
 Each test first asserts pyconv's result against the float64 NumPy im2col
-baseline (``pyconv.bench.baselines``), then hands the call to the ``benchmark``
-fixture with a fixed, small number of rounds so the suite stays fast. Timings
+baseline (``pyconv.bench.baselines``; for the memory-bound ops, the float64
+references of ``pyconv.testing.reference_ops`` through ``baselines.np_op_ref``),
+then hands the call to the ``benchmark`` fixture with a fixed, small number of
+rounds so the suite stays fast. Timings
 here are for spotting gross slowdowns only; the real numbers come from
 ``python -m pyconv.bench``. No timing is asserted.
 """
@@ -14,7 +16,8 @@ import pytest
 
 import pyconv
 from pyconv.bench import baselines as B
-from pyconv.bench.shapes import parse_descriptor
+from pyconv.bench import runner as R
+from pyconv.bench.shapes import OpShape, ops_suite, parse_descriptor
 
 pytest.importorskip("pytest_benchmark")
 
@@ -106,3 +109,42 @@ def test_descriptor_roundtrip():
     assert s.dil == (2, 2) and s.OH == 28  # benchdnn: dh counts holes
     with pytest.raises(ValueError):
         parse_descriptor("mb1ic3xx4")
+
+
+# The ops section's cases, tiny: pooling with indices, an elementwise op whose
+# backward takes the forward output, batch norm (three outputs each way) and
+# cross-entropy (scalar loss, int64 targets).
+OP_CASES = [
+    OpShape("max_pool2d", (2, 3, 9, 8), 3, 2, 1),
+    OpShape("sigmoid", (3, 5, 7)),
+    OpShape("batch_norm", (4, 3, 5, 6)),
+    OpShape("cross_entropy", (16, 10)),
+]
+
+
+@pytest.mark.parametrize("direction", ["fwd", "bwd"])
+@pytest.mark.parametrize("case", OP_CASES, ids=lambda s: f"{s.name}-{s.desc}")
+def test_op(benchmark, case, direction):
+    a = R._op_inputs(case, np.dtype(np.float32), 0)
+    if direction == "bwd":
+        R._op_saved(case, a)
+    fn = R._pyconv_op_fn(case, direction, a)
+    a64 = {k: v.astype(np.float64) if v.dtype.kind == "f" else v for k, v in a.items()}
+    ok, err = R.check_close_many(fn(), B.np_op_ref(case, direction, a64), "float32")
+    assert ok, f"rel_err {err:.2e}"  # check first, then time
+    benchmark.extra_info.update(op=case.name, desc=case.desc, direction=direction,
+                                bytes=case.bytes(direction, 4))
+    benchmark.pedantic(fn, **ROUNDS)
+
+
+def test_op_suite_keys_and_bytes():
+    """Every ops row has its own JSON key, and the byte model counts what it says."""
+    for quick in (True, False):
+        keys = [f"{s.name}:{s.desc}" for s in ops_suite(quick)]
+        assert len(keys) == len(set(keys))
+    relu = OpShape("relu", (1000,))
+    assert relu.bytes("fwd", 4) == 2 * 1000 * 4 and relu.bytes("bwd", 4) == 3 * 1000 * 4
+    mp = OpShape("max_pool2d", (64, 64, 32, 32), 2, 2)
+    n, m = 64 * 64 * 32 * 32, 64 * 64 * 16 * 16
+    assert mp.y_shape == (64, 64, 16, 16) and mp.desc == "mb64ic64ih32kh2sh2"
+    assert mp.bytes("fwd", 4) == n * 4 + m * 4 + m * 8

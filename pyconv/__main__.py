@@ -36,7 +36,8 @@ def _cmd_info(argv: List[str]) -> int:
 
 # name -> (one-line help, handler taking the remaining argv)
 COMMANDS: Dict[str, Tuple[str, Handler]] = {
-    "bench": ("check and time conv2d / GEMM against torch and NumPy (see `pyconv bench --help`)",
+    "bench": ("check and time conv2d, GEMM and the memory-bound ops against torch and NumPy "
+              "(see `pyconv bench --help`)",
               _cmd_bench),
     "info": ("print pyconv.config(): ISA, kernels, threads, build", _cmd_info),
 }

@@ -10,6 +10,13 @@ For every shape and direction the runner
    micro-kernel peak times the thread count) and time ratios (>1: pyconv is
    faster).
 
+The ``ops`` section does the same for the memory-bound ops (pooling,
+activations, softmax, cross-entropy, batch norm, reflect padding): its yardstick
+is bandwidth, not FLOPs. Each row reports GB/s for the minimum traffic the op
+needs (``OpShape.bytes``: inputs read once, outputs written once) and the
+percentage of the STREAM triad bandwidth measured in C++ with the same thread
+count (``pyconv._C.triad_gbps``) at the start of the section.
+
 All three libraries run with the same thread count: ``pyconv.set_num_threads``,
 ``torch.set_num_threads`` and the OpenBLAS pool behind ``numpy.matmul`` (see
 :class:`pyconv.bench.baselines.BlasThreads`). Each library is timed in its own
@@ -40,13 +47,19 @@ import numpy as np
 import pyconv
 
 from . import baselines as B
-from .shapes import ConvShape, GemmShape, conv_suite, gemm_suite, parse_descriptor
+from .shapes import (ConvShape, GemmShape, OpShape, conv_suite, gemm_suite, ops_suite,
+                     parse_descriptor)
 
-__all__ = ["Options", "main", "run", "time_fn", "check_close"]
+__all__ = ["Options", "main", "run", "time_fn", "check_close", "check_close_many"]
 
 DIRECTIONS = ("fwd", "bwd_d", "bwd_w")
-SECTIONS = ("conv", "gemm")
-REGRESSION_DROP = 0.10  # --compare flags a GFLOP/s drop larger than this
+SECTIONS = ("conv", "gemm", "ops")
+OP_DIRECTIONS = ("fwd", "bwd")
+REGRESSION_DROP = 0.10  # --compare flags a GFLOP/s (ops: GB/s) drop larger than this
+# pyconv._C.triad_gbps arguments: 3 arrays of 2**25 floats (128 MiB each, far past
+# the caches), best pass within 0.5 s.
+TRIAD_N = 1 << 25
+TRIAD_SECONDS = 0.5
 
 
 # --------------------------------------------------------------------------
@@ -135,8 +148,33 @@ def check_close(out: np.ndarray, ref: np.ndarray, dtype: str):
     return e <= tolerance(dtype), e
 
 
-def _digest(a: np.ndarray) -> str:
-    return hashlib.blake2b(np.ascontiguousarray(a).view(np.uint8), digest_size=16).hexdigest()
+def _as_arrays(out) -> tuple:
+    """A result as a tuple of arrays (ops such as max_pool2d return several)."""
+    if isinstance(out, (tuple, list)):
+        return tuple(np.asarray(o) for o in out)
+    return (np.asarray(out),)
+
+
+def check_close_many(outs, refs, dtype: str):
+    """(ok, worst rel_err) over matching outputs; integer outputs (indices) must be equal."""
+    outs, refs = _as_arrays(outs), _as_arrays(refs)
+    if len(outs) != len(refs):
+        return False, math.inf
+    err = 0.0
+    for o, r in zip(outs, refs):
+        if o.dtype.kind in "iub" or r.dtype.kind in "iub":
+            e = 0.0 if o.shape == r.shape and np.array_equal(o, r) else math.inf
+        else:
+            e = rel_err(o, r)
+        err = max(err, e)
+    return err <= tolerance(dtype), err
+
+
+def _digest(out) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for a in _as_arrays(out):
+        h.update(np.ascontiguousarray(a).reshape(-1).view(np.uint8))
+    return h.hexdigest()
 
 
 def _settle(seconds: float = 0.2) -> None:
@@ -240,6 +278,13 @@ class Env:
         self.peak_1t = float(pyconv._C.ukernel_peak_gflops(opts.dtype))
         self.background: Dict[int, Optional[float]] = {}  # threads -> other processes' cores
         self.peak_after: Dict[int, float] = {}  # threads -> 1-thread peak re-measured after
+        self.triad: Dict[int, float] = {}  # threads -> STREAM triad GB/s (ops section)
+
+    def measure_triad(self, threads: int) -> float:
+        if threads not in self.triad:
+            self.triad[threads] = float(pyconv._C.triad_gbps(
+                n=TRIAD_N, nthreads=threads, seconds=TRIAD_SECONDS))
+        return self.triad[threads]
 
     def set_threads(self, n: int) -> None:
         pyconv.set_num_threads(n)
@@ -274,6 +319,11 @@ class Env:
             "loadavg_at_start": self.loadavg,
             "background_cores": {str(k): v for k, v in self.background.items()},
             "peak_gflops_1thread_after": {str(k): v for k, v in self.peak_after.items()},
+            "triad_gbps": {str(k): v for k, v in self.triad.items()},
+            "triad_note": f"pyconv._C.triad_gbps(n={TRIAD_N}, nthreads=T, "
+                          f"seconds={TRIAD_SECONDS}): best STREAM triad a=b+s*c GB/s (12 bytes per float element, no "
+                          "write-allocate) with T threads, measured at the start of the ops "
+                          "section; the ops' %triad is against it",
             "quick": self.opts.quick,
             "reps": self.opts.n_reps(),
             "budget_s": self.opts.t_budget(),
@@ -293,7 +343,8 @@ class Env:
             tv = "torch not installed"
         else:
             tv = "torch off (--no-torch)"
-        ref = "torch float64" if t is not None else "NumPy im2col float64"
+        ref = "torch float64" if t is not None else \
+            "NumPy im2col float64 (ops: pyconv.testing.reference_ops)"
         lines = [
             f"pyconv {pyconv.__version__} bench | {self.opts.dtype} | isa {self.config['isa']} "
             f"(supported {','.join(self.config['supported_isas'])}) | {self.config['compiler']}",
@@ -329,14 +380,40 @@ class Row:
     numpy_ms: Optional[float] = None
     peak_gflops: float = 0.0
     note: str = ""
+    bytes: Optional[float] = None  # ops: minimum bytes moved (OpShape.bytes)
+    triad_gbps: Optional[float] = None  # ops: the measured triad bandwidth at this thread count
+    key_desc: Optional[str] = None  # the key's descriptor field, when not desc (ops: op:desc)
 
     @property
     def key(self) -> str:
-        return f"{self.section}|{self.desc}|{self.direction}|t{self.threads}|{self.dtype}"
+        d = self.key_desc or self.desc
+        return f"{self.section}|{d}|{self.direction}|t{self.threads}|{self.dtype}"
 
     @property
     def gflops(self) -> Optional[float]:
-        return self.flops / (self.ms * 1e6) if self.ms else None
+        return self.flops / (self.ms * 1e6) if self.ms and self.flops else None
+
+    @property
+    def gbps(self) -> Optional[float]:
+        return self.bytes / (self.ms * 1e6) if self.ms and self.bytes else None
+
+    @property
+    def pct_triad(self) -> Optional[float]:
+        g = self.gbps
+        return 100.0 * g / self.triad_gbps if g is not None and self.triad_gbps else None
+
+    @property
+    def rate_field(self) -> str:
+        """The throughput --compare watches: GB/s for ops, GFLOP/s otherwise."""
+        return "gbps" if self.section == "ops" else "gflops"
+
+    @property
+    def rate(self) -> Optional[float]:
+        return getattr(self, self.rate_field)
+
+    @property
+    def rate_unit(self) -> str:
+        return "GB/s" if self.section == "ops" else "GFLOP/s"
 
     @property
     def pct_peak(self) -> Optional[float]:
@@ -357,21 +434,30 @@ class Row:
             "deterministic", "ms", "torch_ms", "numpy_ms", "peak_gflops", "note")}
         d.update(key=self.key, gflops=self.gflops, pct_peak=self.pct_peak,
                  torch_ratio=self.torch_ratio, numpy_ratio=self.numpy_ratio)
+        if self.section == "ops":
+            d.update(bytes=self.bytes, gbps=self.gbps, triad_gbps=self.triad_gbps,
+                     pct_triad=self.pct_triad)
         if d["err"] is not None and not math.isfinite(d["err"]):
             d["err"] = None
         return d
 
 
 class Table:
-    """Aligned rows, printed as they are produced."""
+    """Aligned rows, printed as they are produced. kind "flops" (conv, gemm) or "ops"."""
 
     def __init__(self, old: Optional[Dict[str, dict]], out=sys.stdout, name_w: int = 12,
-                 shape_w: int = 30):
+                 shape_w: int = 30, kind: str = "flops"):
         self.old = old
         self.out = out
-        self.cols = [("name", name_w, "<"), ("shape", shape_w, "<"), ("dir", 5, "<"), ("check", 12, "<"),
-                     ("ms", 9, ">"), ("GFLOP/s", 8, ">"), ("%peak", 6, ">"),
-                     ("torch ms", 9, ">"), ("x torch", 7, ">"), ("x numpy", 7, ">")]
+        self.kind = kind
+        if kind == "ops":
+            self.cols = [("name", name_w, "<"), ("shape", shape_w, "<"), ("dir", 5, "<"),
+                         ("check", 12, "<"), ("ms", 9, ">"), ("GB/s", 7, ">"), ("%triad", 6, ">"),
+                         ("torch ms", 9, ">"), ("x torch", 7, ">"), ("ufunc ms", 9, ">")]
+        else:
+            self.cols = [("name", name_w, "<"), ("shape", shape_w, "<"), ("dir", 5, "<"),
+                         ("check", 12, "<"), ("ms", 9, ">"), ("GFLOP/s", 8, ">"), ("%peak", 6, ">"),
+                         ("torch ms", 9, ">"), ("x torch", 7, ">"), ("x numpy", 7, ">")]
         if old is not None:
             self.cols.append(("vs old", 16, "<"))
 
@@ -396,18 +482,31 @@ class Table:
                                                     math.isfinite(r.err) else "inf")
             if r.deterministic is False:
                 check += "*"
-        cells = [r.name, r.desc, r.direction, check, f(r.ms, ".3f"), f(r.gflops, ".1f"),
-                 f(r.pct_peak, ".1f"), f(r.torch_ms, ".3f"), f(r.torch_ratio, ".2f"),
-                 f(r.numpy_ratio, ".2f")]
+        if self.kind == "ops":
+            cells = [r.name, r.desc, r.direction, check, _fmt_ms(r.ms), f(r.gbps, ".1f"),
+                     f(r.pct_triad, ".0f"), _fmt_ms(r.torch_ms), f(r.torch_ratio, ".2f"),
+                     _fmt_ms(r.numpy_ms)]
+        else:
+            cells = [r.name, r.desc, r.direction, check, f(r.ms, ".3f"), f(r.gflops, ".1f"),
+                     f(r.pct_peak, ".1f"), f(r.torch_ms, ".3f"), f(r.torch_ratio, ".2f"),
+                     f(r.numpy_ratio, ".2f")]
         if self.old is not None:
             cells.append(compare_cell(r, self.old.get(r.key)))
         print(self._fmt(cells), file=self.out, flush=True)
 
 
+def _fmt_ms(v: Optional[float]) -> str:
+    """ms with 3 decimals, 4 below 1 ms (the overhead cases take microseconds)."""
+    if v is None:
+        return "-"
+    return f"{v:.3f}" if v >= 1.0 else f"{v:.4f}"
+
+
 def compare_cell(r: Row, old: Optional[dict]) -> str:
-    if old is None or not old.get("gflops") or r.gflops is None:
+    f = r.rate_field
+    if old is None or not old.get(f) or r.rate is None:
         return "new" if old is None else "-"
-    change = r.gflops / old["gflops"] - 1.0
+    change = r.rate / old[f] - 1.0
     s = f"{change * 100:+.0f}%"
     if change < -REGRESSION_DROP:
         s += " REGRESSION"
@@ -439,6 +538,104 @@ def conv_shapes(opts: Options) -> List[ConvShape]:
 
 def gemm_shapes(opts: Options) -> List[GemmShape]:
     return _select(gemm_suite(opts.quick), opts) if not opts.shapes else []
+
+
+def ops_shapes(opts: Options) -> List[OpShape]:
+    # --shape replaces the suites with conv descriptors: no ops then (as for gemm).
+    return _select(ops_suite(opts.quick), opts) if not opts.shapes else []
+
+
+def op_directions(opts: Options) -> List[str]:
+    """--directions for the ops: fwd keeps their forward, any bwd_* their backward."""
+    dirs = ["fwd"] if "fwd" in opts.directions else []
+    if any(d.startswith("bwd") for d in opts.directions):
+        dirs.append("bwd")
+    return dirs
+
+
+def _op_inputs(s: OpShape, dt: np.dtype, seed: int) -> dict:
+    """Standard-normal input x and output gradient g (a scalar 1 for the mean
+    cross-entropy), plus int64 targets for cross_entropy and the affine
+    parameters and running statistics for batch_norm."""
+    rng = np.random.default_rng(seed)
+    a = {"x": rng.standard_normal(s.x_shape).astype(dt)}
+    if s.name == "cross_entropy":
+        N, C = s.x_shape
+        a["target"] = rng.integers(0, C, N).astype(np.int64)
+        a["g"] = np.asarray(1.0, dtype=dt)
+    else:
+        a["g"] = rng.standard_normal(s.y_shape).astype(dt)
+    if s.name == "batch_norm":
+        C = s.x_shape[1]
+        a["w"] = (1.0 + 0.1 * rng.standard_normal(C)).astype(dt)
+        a["b"] = (0.1 * rng.standard_normal(C)).astype(dt)
+        a["rm"] = np.zeros(C, dt)
+        a["rv"] = np.ones(C, dt)
+    return a
+
+
+def _op_saved(s: OpShape, a: dict) -> None:
+    """Add what the backward takes from the forward (computed by pyconv, untimed):
+    max_pool2d's indices, the outputs of sigmoid / tanh / softmax / log_softmax,
+    batch_norm's save_mean / save_invstd."""
+    x = a["x"]
+    if s.name == "max_pool2d" and "idx" not in a:
+        a["idx"] = pyconv.max_pool2d(x, s.kernel, s.stride, s.pad, return_indices=True)[1]
+    elif s.name in ("sigmoid", "tanh", "softmax", "log_softmax") and "y" not in a:
+        f = getattr(pyconv, s.name)
+        a["y"] = f(x) if s.name in ("sigmoid", "tanh") else f(x, axis=1)
+    elif s.name == "batch_norm" and "mean" not in a:
+        _, a["mean"], a["invstd"] = pyconv.batch_norm(
+            x, a["rm"].copy(), a["rv"].copy(), a["w"], a["b"], training=True,
+            momentum=B.BN_MOMENTUM, eps=B.BN_EPS, return_stats=True)
+
+
+def _pyconv_op_fn(s: OpShape, direction: str, a: dict):
+    """A zero-argument callable running one op in pyconv (the form training uses)."""
+    op, fwd = s.name, direction == "fwd"
+    x, g = a["x"], a["g"]
+    if op == "max_pool2d":
+        if fwd:
+            return lambda: pyconv.max_pool2d(x, s.kernel, s.stride, s.pad, return_indices=True)
+        idx = a["idx"]
+        return lambda: pyconv.max_pool2d_backward(g, idx, x.shape)
+    if op == "avg_pool2d":
+        if fwd:
+            return lambda: pyconv.avg_pool2d(x, s.kernel, s.stride, s.pad)
+        return lambda: pyconv.avg_pool2d_backward(g, x.shape, s.kernel, s.stride, s.pad)
+    if op == "adaptive_avg_pool2d":
+        if fwd:
+            return lambda: pyconv.adaptive_avg_pool2d(x, 1)
+        return lambda: pyconv.adaptive_avg_pool2d_backward(g, x.shape)
+    if op in ("relu", "gelu"):  # backward from the forward input
+        f, fb = getattr(pyconv, op), getattr(pyconv, f"{op}_backward")
+        return (lambda: f(x)) if fwd else (lambda: fb(g, x))
+    if op in ("sigmoid", "tanh"):  # backward from the forward output
+        f, fb = getattr(pyconv, op), getattr(pyconv, f"{op}_backward")
+        return (lambda: f(x)) if fwd else (lambda: fb(g, a["y"]))
+    if op in ("softmax", "log_softmax"):
+        f, fb = getattr(pyconv, op), getattr(pyconv, f"{op}_backward")
+        return (lambda: f(x, axis=1)) if fwd else (lambda: fb(g, a["y"], axis=1))
+    if op == "cross_entropy":
+        t = a["target"]
+        if fwd:
+            return lambda: pyconv.cross_entropy(x, t)
+        return lambda: pyconv.cross_entropy_backward(g, x, t)
+    if op == "batch_norm":
+        w, b = a["w"], a["b"]
+        if fwd:
+            rm, rv = a["rm"].copy(), a["rv"].copy()  # updated in place by every call
+            return lambda: pyconv.batch_norm(x, rm, rv, w, b, training=True,
+                                             momentum=B.BN_MOMENTUM, eps=B.BN_EPS,
+                                             return_stats=True)
+        mean, invstd = a["mean"], a["invstd"]
+        return lambda: pyconv.batch_norm_backward(g, x, w, mean, invstd)
+    if op == "pad_reflect":
+        p = (s.pad,) * 4
+        if fwd:
+            return lambda: pyconv.pad(x, p, mode="reflect")
+        return lambda: pyconv.pad_backward(g, x.shape, p, mode="reflect")
+    raise ValueError(f"unknown op {op!r}")
 
 
 def _numpy_estimate_s(s: ConvShape, itemsize: int) -> float:
@@ -484,7 +681,8 @@ class Runner:
                 return B.torch_conv_fn(t, direction, x64, w64, dy64, s)().numpy()
         return _numpy_conv_fn(direction, x64, w64, dy64, s)()
 
-    def _check(self, r: Row, out: np.ndarray, ref_fn, ref_uses_blas: bool) -> None:
+    def _check(self, r: Row, out, ref_fn, ref_uses_blas: bool) -> None:
+        """Mark r ok / FAIL: out (an array or a tuple of them) against ref_fn()'s."""
         k = r.key.rsplit("|t", 1)[0] + "|" + r.dtype
         dig = _digest(out)
         if k in self.first:
@@ -493,10 +691,57 @@ class Runner:
                 r.ok, r.err, r.deterministic = ok0, err0, True
                 return
             r.deterministic = False
-        r.ok, r.err = check_close(out, ref_fn(), r.dtype)
+        r.ok, r.err = check_close_many(out, ref_fn(), r.dtype)
         self.first.setdefault(k, (dig, r.ok, r.err))
         if ref_uses_blas and r.threads > 1:
             _settle()  # the reference ran on OpenBLAS; pyconv is timed next
+
+    def _op_reference(self, s: OpShape, direction: str, a: dict):
+        """float64 reference: torch's op on float64 copies of the inputs, else NumPy."""
+        a64 = {k: v.astype(np.float64) if v.dtype.kind == "f" else v for k, v in a.items()}
+        t = self.env.torch
+        if t is not None:
+            with t.no_grad():
+                return tuple(o.numpy() for o in _as_tensors(B.torch_op_fn(t, s, direction, a64)()))
+        return B.np_op_ref(s, direction, a64)
+
+    def ops(self, threads: int, table: Table) -> None:
+        o, env = self.opts, self.env
+        dt = np.dtype(o.dtype)
+        triad = env.triad.get(threads)
+        for s in ops_shapes(o):
+            a = _op_inputs(s, dt, o.seed)
+            for d in op_directions(o):
+                r = Row("ops", s.name, s.desc, d, threads, o.dtype, 0.0,
+                        bytes=float(s.bytes(d, dt.itemsize)), triad_gbps=triad,
+                        key_desc=f"{s.name}:{s.desc}")
+                try:
+                    if d == "bwd":
+                        _op_saved(s, a)
+                    fn = _pyconv_op_fn(s, d, a)
+                    # The NumPy reference for reflect-pad backward is a BLAS matmul.
+                    self._check(r, fn(), lambda: self._op_reference(s, d, a),
+                                ref_uses_blas=env.torch is None and s.name == "pad_reflect")
+                    r.ms = self._time(fn) * 1e3
+                except Exception as e:  # report and go on with the other ops
+                    r.ok, r.err, r.note = False, math.inf, f"pyconv raised {type(e).__name__}: {e}"
+                    self.rows.append(r)
+                    table.row(r)
+                    continue
+                if env.torch is not None:
+                    try:
+                        tfn = B.torch_op_fn(env.torch, s, d, a)
+                        with env.torch.no_grad():
+                            r.torch_ms = self._time(tfn) * 1e3
+                    except Exception as e:
+                        r.note = f"torch raised {type(e).__name__}: {e}"
+                # A bare ufunc on the same input: relu's NumPy equivalent, and the
+                # per-call floor for the overhead cases.
+                if o.use_numpy and (s.small or (s.name == "relu" and d == "fwd")):
+                    x = a["x"]
+                    r.numpy_ms = self._time(lambda: np.maximum(x, 0)) * 1e3
+                self.rows.append(r)
+                table.row(r)
 
     def conv(self, threads: int, table: Table) -> None:
         o, env = self.opts, self.env
@@ -574,8 +819,17 @@ class Runner:
             table.row(r)
 
 
+def _label(r: Row) -> str:
+    """How a row is named in the summaries (ops share descriptors: add the op)."""
+    return f"{r.name} {r.desc}" if r.section == "ops" else r.desc
+
+
+def _as_tensors(out) -> tuple:
+    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
 def _print_geomeans(rows: List[Row], threads: int, out=sys.stdout) -> None:
-    rs = [r for r in rows if r.threads == threads]
+    rs = [r for r in rows if r.threads == threads and r.section != "ops"]
     groups = {}
     for r in rs:
         groups.setdefault(r.direction, []).append(r)
@@ -591,6 +845,43 @@ def _print_geomeans(rows: List[Row], threads: int, out=sys.stdout) -> None:
         if all(p.endswith(" -") for p in parts):
             continue  # that library was not run
         print(f"geomean {label} (threads={threads}): " + "  ".join(parts), file=out)
+
+
+def _print_ops_summary(rows: List[Row], threads: int, out=sys.stdout) -> None:
+    """Geomean torch ratios, then the rows worth a look: large cases under 50% of
+    triad, and rows where torch is faster."""
+    rs = [r for r in rows if r.threads == threads and r.section == "ops"]
+    if not rs:
+        return
+    parts = []
+    for d in OP_DIRECTIONS:
+        gm = geomean(r.torch_ratio for r in rs if r.direction == d)
+        if gm is not None:
+            parts.append(f"{d} {gm:.2f}x")
+    gm = geomean(r.torch_ratio for r in rs)
+    if gm is not None:
+        parts.append(f"all ops {gm:.2f}x")
+        print(f"geomean torch ms / pyconv ms (ops, threads={threads}): " + "  ".join(parts),
+              file=out)
+    big = [r for r in rs if r.bytes and r.bytes >= 1 << 20]  # >= 1 MiB: bandwidth cases
+    low = sorted((r for r in big if r.pct_triad is not None and r.pct_triad < 50),
+                 key=lambda r: r.pct_triad)
+    if low:
+        print(f"below 50% of triad ({len(low)} of {len(big)} cases >= 1 MiB, worst first): "
+              + _some(f"{r.name} {r.direction} {r.desc} {r.pct_triad:.0f}%" for r in low),
+              file=out)
+    slow = sorted((r for r in rs if r.torch_ratio is not None and r.torch_ratio < 1),
+                  key=lambda r: r.torch_ratio)
+    if slow:
+        print(f"torch faster ({len(slow)} of {len(rs)}, worst first): "
+              + _some(f"{r.name} {r.direction} {r.desc} {r.torch_ratio:.2f}x" for r in slow),
+              file=out)
+
+
+def _some(items, n: int = 8) -> str:
+    items = list(items)
+    more = f", ... {len(items) - n} more" if len(items) > n else ""
+    return ", ".join(items[:n]) + more
 
 
 def load_doc(path: str) -> dict:
@@ -622,14 +913,29 @@ def run(opts: Options, out=sys.stdout) -> dict:
                   f"(= {t} x {env.peak_1t:.1f} measured on 1 thread) ==", file=out)
             items = (conv_shapes(opts) if "conv" in opts.sections else []) + \
                 (gemm_shapes(opts) if "gemm" in opts.sections else [])
-            table = Table(old, out, max([12] + [len(i.name) for i in items]),
-                          max([22] + [len(i.desc) for i in items]))
-            table.header()
-            if "conv" in opts.sections:
-                runner.conv(t, table)
-            if "gemm" in opts.sections:
-                runner.gemm(t, table)
-            _print_geomeans(runner.rows, t, out)
+            if items:
+                table = Table(old, out, max([12] + [len(i.name) for i in items]),
+                              max([22] + [len(i.desc) for i in items]))
+                table.header()
+                if "conv" in opts.sections:
+                    runner.conv(t, table)
+                if "gemm" in opts.sections:
+                    runner.gemm(t, table)
+                _print_geomeans(runner.rows, t, out)
+            op_items = ops_shapes(opts) if "ops" in opts.sections else []
+            if op_items and op_directions(opts):
+                triad = env.measure_triad(t)
+                print(f"\n-- ops (memory-bound) | triad {triad:.1f} GB/s with {t} thread(s): "
+                      f"pyconv._C.triad_gbps, a=b+s*c on 3 x {TRIAD_N * 4 >> 20} MiB, "
+                      f"12 B/element, best of {TRIAD_SECONDS:g} s --", file=out)
+                print("GB/s = minimum bytes (inputs read once + outputs written once) / time; "
+                      "%triad = GB/s / triad (cache-resident cases can pass 100); "
+                      "ufunc ms = np.maximum(x, 0) on the same input", file=out)
+                table = Table(old, out, max([12] + [len(i.name) for i in op_items]),
+                              max([22] + [len(i.desc) for i in op_items]), kind="ops")
+                table.header()
+                runner.ops(t, table)
+                _print_ops_summary(runner.rows, t, out)
             bg = env.background[t] = mon.other_cores()
             if bg is not None:
                 warn = "  <- timings are noisy: the cores were shared" if bg > 0.1 else ""
@@ -651,26 +957,33 @@ def run(opts: Options, out=sys.stdout) -> dict:
     nondet = [r for r in rows if r.deterministic is False]
     if nondet:
         print(f"\n* {len(nondet)} result(s) differ bitwise from the first thread count: "
-              + ", ".join(f"{r.desc} {r.direction} t{r.threads}" for r in nondet), file=out)
+              + ", ".join(f"{_label(r)} {r.direction} t{r.threads}" for r in nondet), file=out)
     if fails:
         print(f"\nFAILED checks ({len(fails)}): "
-              + ", ".join(f"{r.desc} {r.direction} t{r.threads} err={r.err:.1e}"
+              + ", ".join(f"{_label(r)} {r.direction} t{r.threads} err={r.err:.1e}"
                             + (f" ({r.note})" if r.note else "") for r in fails),
               file=out)
     regressions = []
     if old is not None:
         matched = [r for r in rows if r.key in old]
         for r in matched:
-            og = old[r.key].get("gflops")
-            if og and r.gflops is not None and r.gflops < (1 - REGRESSION_DROP) * og:
+            og = old[r.key].get(r.rate_field)
+            if og and r.rate is not None and r.rate < (1 - REGRESSION_DROP) * og:
                 regressions.append((r, og))
         print(f"\ncompare with {opts.compare_path}: {len(matched)} of {len(rows)} entries matched, "
-              f"{len(regressions)} REGRESSION(s) (GFLOP/s down > {REGRESSION_DROP:.0%})", file=out)
+              f"{len(regressions)} REGRESSION(s) (GFLOP/s, ops: GB/s, down > "
+              f"{REGRESSION_DROP:.0%})", file=out)
         # Context for judging them: did the machine (peak) or torch move too?
         op = old_doc.get("meta", {}).get("peak_gflops_1thread")
         if op:
             print(f"  measured 1-thread peak: old {op:.1f}, now {env.peak_1t:.1f} GFLOP/s "
                   f"({(env.peak_1t / op - 1) * 100:+.0f}%)", file=out)
+        old_triad = old_doc.get("meta", {}).get("triad_gbps") or {}
+        for t, v in sorted(env.triad.items()):
+            ov = old_triad.get(str(t))
+            if ov:
+                print(f"  measured triad, {t} thread(s): old {ov:.1f}, now {v:.1f} GB/s "
+                      f"({(v / ov - 1) * 100:+.0f}%)", file=out)
         td = geomean(r.torch_ms / old[r.key]["torch_ms"] for r in matched
                      if r.torch_ms and old[r.key].get("torch_ms"))
         if td is not None:
@@ -680,7 +993,8 @@ def run(opts: Options, out=sys.stdout) -> dict:
                   file=out)
         for r, og in regressions:
             print(f"  REGRESSION {r.section} {r.name} {r.desc} {r.direction} t{r.threads}: "
-                  f"{og:.1f} -> {r.gflops:.1f} GFLOP/s ({(r.gflops / og - 1) * 100:+.0f}%)", file=out)
+                  f"{og:.1f} -> {r.rate:.1f} {r.rate_unit} ({(r.rate / og - 1) * 100:+.0f}%)",
+                  file=out)
 
     doc = {"meta": env.meta(), "results": [r.to_json() for r in rows]}
     doc["meta"]["threads"] = threads_list
@@ -726,7 +1040,9 @@ def build_parser(prog: str = "python -m pyconv.bench") -> argparse.ArgumentParse
     p = argparse.ArgumentParser(
         prog=prog,
         description="Check pyconv against torch / NumPy, then time it: conv2d fwd, bwd_d, "
-                    "bwd_w over a benchdnn-style shape suite, and GEMM.",
+                    "bwd_w over a benchdnn-style shape suite, GEMM, and the memory-bound ops "
+                    "(pooling, activations, softmax, cross-entropy, batch norm, pad) against "
+                    "the measured STREAM triad bandwidth.",
         epilog="Descriptors follow benchdnn: dh/dw count holes (dh1 = dilation 2). "
                "Ratios are other_ms / pyconv_ms, so > 1 means pyconv is faster.")
     p.add_argument("--quick", action="store_true", help="smoke run: a few shapes, few reps (seconds)")
@@ -734,16 +1050,18 @@ def build_parser(prog: str = "python -m pyconv.bench") -> argparse.ArgumentParse
                    help="comma-separated thread counts, one table each (default: pyconv's current)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--directions", type=_csv("direction", DIRECTIONS), default=list(DIRECTIONS),
-                   help="subset of fwd,bwd_d,bwd_w")
+                   help="subset of fwd,bwd_d,bwd_w (ops: fwd keeps their forward, any bwd_* "
+                        "their backward)")
     p.add_argument("--section", dest="sections", type=_csv("section", SECTIONS),
-                   default=list(SECTIONS), help="subset of conv,gemm")
-    p.add_argument("--filter", help="keep shapes whose name or descriptor contains this substring")
+                   default=list(SECTIONS), help="subset of conv,gemm,ops")
+    p.add_argument("--filter", help="keep shapes whose name (ops: the op) or descriptor contains "
+                                    "this substring")
     p.add_argument("--shape", dest="shapes", action="append", default=[], metavar="DESC",
                    help="benchmark this descriptor instead of the suite (repeatable), "
                         "e.g. mb8ic64ih56oc64kh3ph1")
     p.add_argument("--no-torch", dest="use_torch", action="store_false", help="skip torch")
     p.add_argument("--no-numpy", dest="use_numpy", action="store_false",
-                   help="skip the NumPy baseline")
+                   help="skip the NumPy baseline (and the ops' ufunc column)")
     p.add_argument("--reps", type=int, help="max timed calls per entry (default 30; quick 5)")
     p.add_argument("--budget", type=float,
                    help="seconds per library per entry before stopping early (default 1.0; quick 0.15)")
@@ -753,7 +1071,8 @@ def build_parser(prog: str = "python -m pyconv.bench") -> argparse.ArgumentParse
                         "(default 1.5; quick 0.3)")
     p.add_argument("--json", dest="json_path", metavar="PATH", help="write all results as JSON")
     p.add_argument("--compare", dest="compare_path", metavar="OLD.json",
-                   help="flag entries whose GFLOP/s dropped > 10%% versus this earlier --json file")
+                   help="flag entries whose GFLOP/s (ops: GB/s) dropped > 10%% versus this earlier "
+                        "--json file")
     p.add_argument("--fail-on-regression", action="store_true",
                    help="exit with status 1 when --compare finds a REGRESSION")
     p.add_argument("--seed", type=int, default=0)

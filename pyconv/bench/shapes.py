@@ -1,4 +1,5 @@
-"""Benchmark shape suites: convolution layers named in the benchdnn style, and GEMM sizes.
+"""Benchmark shape suites: convolution layers named in the benchdnn style, GEMM sizes,
+and the memory-bound ops (pooling, activations, softmax, losses, batch norm, pad).
 
 Descriptor grammar (oneDNN benchdnn, ``benchdnn --conv``)::
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 __all__ = [
     "ConvShape",
@@ -24,6 +25,9 @@ __all__ = [
     "parse_descriptor",
     "conv_suite",
     "gemm_suite",
+    "OpShape",
+    "OPS",
+    "ops_suite",
 ]
 
 
@@ -254,3 +258,191 @@ def gemm_suite(quick: bool = False) -> List[GemmShape]:
         return list(_GEMM_FULL)
     by_desc = {s.desc: s for s in _GEMM_FULL}
     return [by_desc[d] for d in _GEMM_QUICK]
+
+
+# --------------------------------------------------------------------------
+# memory-bound ops
+# --------------------------------------------------------------------------
+# The ops of the "ops" section, in table order. Each runs "fwd" and "bwd".
+OPS = ("max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "relu", "sigmoid", "tanh", "gelu",
+       "batch_norm", "pad_reflect", "softmax", "log_softmax", "cross_entropy")
+
+_POOLS = ("max_pool2d", "avg_pool2d", "adaptive_avg_pool2d")
+_ROWWISE = ("softmax", "log_softmax", "cross_entropy")  # over axis 1 of (N, C) logits
+
+
+@dataclass(frozen=True)
+class OpShape:
+    """One memory-bound op on one input shape.
+
+    shape: (N, C, H, W) for pooling, batch norm and pad; (N, C) logits for
+    softmax / log_softmax / cross_entropy; any shape for the elementwise ops.
+    kernel / stride / pad: the square pooling window (adaptive_avg_pool2d is
+    global: output 1x1), or for pad_reflect the padding on each of the 4 sides.
+    """
+
+    name: str
+    shape: Tuple[int, ...]
+    kernel: int = 0
+    stride: int = 0
+    pad: int = 0
+
+    def __post_init__(self):
+        if self.name not in OPS:
+            raise ValueError(f"unknown op {self.name!r}; choose from {', '.join(OPS)}")
+        need = 4 if self.name in _POOLS + ("batch_norm", "pad_reflect") else \
+            2 if self.name in _ROWWISE else None
+        if need is not None and len(self.shape) != need:
+            raise ValueError(f"{self.name} takes a {need}-d input, got {self.shape}")
+
+    @property
+    def x_shape(self) -> Tuple[int, ...]:
+        return tuple(self.shape)
+
+    @property
+    def y_shape(self) -> Tuple[int, ...]:
+        """Output shape (a scalar loss is ())."""
+        s = self.shape
+        if self.name in ("max_pool2d", "avg_pool2d"):
+            o = lambda n: (n + 2 * self.pad - self.kernel) // self.stride + 1  # noqa: E731
+            return (s[0], s[1], o(s[2]), o(s[3]))
+        if self.name == "adaptive_avg_pool2d":
+            return (s[0], s[1], 1, 1)
+        if self.name == "pad_reflect":
+            return (s[0], s[1], s[2] + 2 * self.pad, s[3] + 2 * self.pad)
+        if self.name == "cross_entropy":
+            return ()  # reduction='mean'
+        return tuple(s)
+
+    @property
+    def n_in(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def n_out(self) -> int:
+        n = 1
+        for d in self.y_shape:
+            n *= d
+        return n
+
+    @property
+    def desc(self) -> str:
+        """benchdnn-like: mb<N>ic<C>ih<H>[iw<W>] for 4-d, mb<N>ic<C> for 2-d, n<size> else;
+        then kh<K>sh<S>[ph<P>] for a pooling window, oh1 for global pooling, ph<P> for pad."""
+        s = self.shape
+        if len(s) == 4:
+            d = f"mb{s[0]}ic{s[1]}ih{s[2]}" + (f"iw{s[3]}" if s[3] != s[2] else "")
+        elif len(s) == 2:
+            d = f"mb{s[0]}ic{s[1]}"
+        else:
+            d = "n" + "x".join(str(v) for v in s)
+        if self.name in ("max_pool2d", "avg_pool2d"):
+            d += f"kh{self.kernel}sh{self.stride}" + (f"ph{self.pad}" if self.pad else "")
+        elif self.name == "adaptive_avg_pool2d":
+            d += "oh1"
+        elif self.name == "pad_reflect":
+            d += f"ph{self.pad}"
+        return d
+
+    @property
+    def small(self) -> bool:
+        """An overhead case: the per-call cost, not bandwidth, decides its time."""
+        return self.n_in <= 4096
+
+    def bytes(self, direction: str, itemsize: int) -> float:
+        """Bytes the op must move at minimum: each input read once plus each output
+        written once (no write-allocate, no second pass; int64 indices / targets 8 B).
+        n = input elements, m = output elements, s = itemsize, C = channels."""
+        n, m, s = self.n_in, self.n_out, itemsize
+        op, fwd = self.name, direction == "fwd"
+        if op == "max_pool2d":
+            # fwd: read x (n*s), write y (m*s) and the int64 indices (m*8).
+            # bwd: read dy (m*s) and the indices (m*8), write dx (n*s); zeroing dx
+            #      before the scatter is extra traffic an implementation may avoid.
+            return n * s + m * s + m * 8
+        if op in ("avg_pool2d", "adaptive_avg_pool2d"):
+            # fwd: read x (n*s), write y (m*s); bwd: read dy (m*s), write dx (n*s).
+            # (global pooling: m = N*C, so this is ~n*s.)
+            return n * s + m * s
+        if op in ("relu", "gelu"):
+            # fwd: read x, write y: 2*n*s; bwd: read dy and the forward input x, write dx: 3*n*s.
+            return (2 if fwd else 3) * n * s
+        if op in ("sigmoid", "tanh"):
+            # fwd: read x, write y: 2*n*s; bwd: read dy and the forward output y, write dx: 3*n*s.
+            return (2 if fwd else 3) * n * s
+        if op in ("softmax", "log_softmax"):
+            # fwd: read x, write y: 2*n*s (a row of C floats is reread from cache, not memory).
+            # bwd: read dy and the forward output y, write dx: 3*n*s.
+            return (2 if fwd else 3) * n * s
+        if op == "cross_entropy":
+            # fwd: read logits (n*s) and int64 targets (N*8), write one scalar (s).
+            # bwd: read logits (the softmax is recomputed) and targets, write dlogits: 2*n*s + N*8.
+            N = self.shape[0]
+            return (n * s + N * 8 + s) if fwd else (2 * n * s + N * 8)
+        if op == "batch_norm":
+            C = self.shape[1]
+            # fwd (training): read x, write y: 2*n*s; per channel read weight, bias,
+            #   running mean/var and write running mean/var, save_mean, save_invstd: 8*C*s.
+            #   The statistics need x before y can be written, so x is read twice
+            #   unless it stays in cache: 3*n*s is the practical floor (67% of this rate).
+            # bwd: read dy and x, write dx: 3*n*s; per channel read weight, save_mean,
+            #   save_invstd and write dweight, dbias: 5*C*s. The sums over dy and
+            #   dy*xhat come first, so dy and x are read twice unless cached: 5*n*s
+            #   is the practical floor (60% of this rate).
+            return (2 * n * s + 8 * C * s) if fwd else (3 * n * s + 5 * C * s)
+        if op == "pad_reflect":
+            # fwd: read x (n*s), write the padded y (m*s); bwd: read dy (m*s), write dx (n*s).
+            return n * s + m * s
+        raise ValueError(f"no byte model for {op!r}")
+
+
+def _op(name, shape, kernel=0, stride=0, pad=0):
+    return OpShape(name, tuple(shape), kernel, stride, pad)
+
+
+def _ops_4d(shape, pool_k, pool_s, pool_p) -> List[OpShape]:
+    return [
+        _op("max_pool2d", shape, pool_k, pool_s, pool_p),
+        _op("avg_pool2d", shape, 2, 2),
+        _op("adaptive_avg_pool2d", shape),
+        *(_op(a, shape) for a in ("relu", "sigmoid", "tanh", "gelu")),
+        _op("batch_norm", shape),
+        _op("pad_reflect", shape, pad=1),
+    ]
+
+
+def _ops_rows(shape) -> List[OpShape]:
+    return [_op(a, shape) for a in _ROWWISE]
+
+
+# Overhead cases: per-call cost dominates; compared with a bare NumPy ufunc call.
+_OPS_SMALL: List[OpShape] = [
+    _op("relu", (1000,)),
+    _op("max_pool2d", (1, 1, 8, 8), 2, 2),
+]
+
+# Large activations: CIFAR-sized batch 64 (16 MiB in float32; the issue's max_pool2d
+# shape) and ResNet-18 layer 1 at batch 8 (the stem's 3x3/s2 max pool).
+_OPS_FULL: List[OpShape] = [
+    *_ops_4d((64, 64, 32, 32), 2, 2, 0),
+    *_ops_4d((8, 64, 56, 56), 3, 2, 1),
+    *_ops_rows((512, 1000)),     # ImageNet logits, batch 512 (2 MiB)
+    *_ops_rows((4096, 1000)),    # 16 MiB of logits
+    *_ops_rows((65536, 10)),     # many short rows (MNIST/CIFAR-10 classes)
+    *_OPS_SMALL,
+]
+
+_OPS_QUICK: List[OpShape] = [
+    *_ops_4d((64, 64, 32, 32), 2, 2, 0),
+    *_ops_rows((4096, 1000)),
+    *_OPS_SMALL,
+]
+
+
+def ops_suite(quick: bool = False, names: Optional[List[str]] = None) -> List[OpShape]:
+    """The ops cases, optionally only the ops in ``names``."""
+    base = list(_OPS_QUICK if quick else _OPS_FULL)
+    return [s for s in base if names is None or s.name in names]
