@@ -42,9 +42,12 @@ Common behaviour
   'param_groups': [{..., 'params': [indices]}]}``, indices counting the
   parameters across groups in order. Its leaves are NumPy arrays (copies),
   Python ints / floats / bools / None and tuples of floats, so it can be
-  flattened into an ``.npz``. ``load_state_dict()`` validates and deep-copies.
+  flattened into an ``.npz``. ``load_state_dict()`` validates and deep-copies,
+  and takes scalars back as NumPy scalars or 0-d arrays (as an ``.npz`` gives).
 * Differences from torch: state is created lazily at a parameter's first
-  update (torch's Adagrad creates it in the constructor; values are the same);
+  update (torch's Adagrad creates it in the constructor; values are the same,
+  except that a param group's own ``initial_accumulator_value`` is honoured,
+  where torch 2.x fills every group with the constructor's value);
   ``step`` is a Python int rather than a tensor; a parameter listed twice is an
   error rather than a warning; schedulers do not wrap ``optimizer.step`` to warn
   about call order, and ``step()`` takes no deprecated ``epoch`` argument;

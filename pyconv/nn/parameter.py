@@ -26,7 +26,7 @@ class Parameter:
                 arr = arr.astype(np.float32)
             else:
                 raise TypeError(f"Parameter: data must be float32 or float64, got dtype {arr.dtype}")
-        self.data = np.ascontiguousarray(arr)
+        self.data = np.require(arr, requirements="C")  # keeps 0-d arrays 0-d
         self.grad = None
         self.requires_grad = bool(requires_grad)
 
