@@ -12,11 +12,24 @@ import warnings as _warnings
 from . import _C
 from . import functional
 from .functional import *  # noqa: F401,F403  (the functional API, listed in functional.__all__)
+from . import nn, optim, metrics, data, datasets, train
+from .io import CheckpointError, load, save
+from .nn.init import manual_seed
 
 __version__ = "0.1.0"
 
 __all__ = list(functional.__all__) + [
     "functional",
+    "nn",
+    "optim",
+    "data",
+    "datasets",
+    "metrics",
+    "train",
+    "save",
+    "load",
+    "CheckpointError",
+    "manual_seed",
     "config",
     "get_num_threads",
     "set_num_threads",

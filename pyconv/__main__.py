@@ -1,7 +1,8 @@
 """The ``pyconv`` command (console script ``pyconv = pyconv.__main__:main``).
 
-    pyconv                 the default action (for now: print the configuration
-                           and the subcommands)
+    pyconv [demo options]  the main job: train a CNN on the bundled digits and
+                           report accuracy, plots and speed (``pyconv --help``)
+    pyconv demo [...]      the same, by name
     pyconv bench [...]     the benchmark suite, same options as ``python -m pyconv.bench``
     pyconv info            print pyconv.config()
 
@@ -34,8 +35,16 @@ def _cmd_info(argv: List[str]) -> int:
     return 0
 
 
+def _cmd_demo(argv: List[str]) -> int:
+    from .demo import main as demo_main
+
+    return demo_main(argv)
+
+
 # name -> (one-line help, handler taking the remaining argv)
 COMMANDS: Dict[str, Tuple[str, Handler]] = {
+    "demo": ("train a small CNN on the bundled 8x8 digits: accuracy, per-class report, PNGs, "
+             "speed (the default; see `pyconv demo --help`)", _cmd_demo),
     "bench": ("check and time conv2d, GEMM and the memory-bound ops against torch and NumPy "
               "(see `pyconv bench --help`)",
               _cmd_bench),
@@ -47,7 +56,7 @@ def _usage() -> str:
     width = max(len(n) for n in COMMANDS)
     lines = ["usage: pyconv [COMMAND] [ARGS...]", "", "commands:"]
     lines += [f"  {n:<{width}}  {h}" for n, (h, _) in COMMANDS.items()]
-    lines += ["", "With no command, prints the configuration and this list."]
+    lines += ["", "With no command (or only options), runs `demo`."]
     return "\n".join(lines)
 
 
@@ -65,17 +74,18 @@ def _cmd_default(argv: List[str]) -> int:
     return 0
 
 
-DEFAULT: Handler = _cmd_default
+DEFAULT: Handler = _cmd_demo
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args:
-        return DEFAULT([])
+    if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help")):
+        return DEFAULT(args)
     head, rest = args[0], args[1:]
     if head in ("-h", "--help", "help"):
         print(_usage())
-        return 0
+        print()
+        return DEFAULT(["--help"])
     if head in COMMANDS:
         return COMMANDS[head][1](rest)
     print(f"pyconv: unknown command {head!r}\n", file=sys.stderr)

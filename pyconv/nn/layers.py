@@ -142,7 +142,7 @@ class Conv2d(Module):
     def extra_repr(self):
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
         if self.padding != (0, 0):
-            s += f", padding={self.padding!r}"
+            s += f", padding={self.padding}"  # torch prints padding=same, unquoted
         if self.dilation != (1, 1):
             s += f", dilation={self.dilation}"
         if self.groups != 1:
@@ -150,7 +150,7 @@ class Conv2d(Module):
         if self.bias is None:
             s += ", bias=False"
         if self.padding_mode != "zeros":
-            s += f", padding_mode={self.padding_mode!r}"
+            s += f", padding_mode={self.padding_mode}"
         return s
 
 
@@ -240,7 +240,13 @@ class _BatchNorm(Module):
             self.num_batches_tracked[...] = 0
 
     def forward(self, x):
-        dt = self.running_mean.dtype if self.running_mean is not None else self.dtype
+        if self.running_mean is not None:
+            dt = self.running_mean.dtype
+        elif self.weight is not None:
+            dt = self.weight.data.dtype
+        else:  # nothing stored (affine=False, track_running_stats=False): keep a float input's dtype
+            x = np.asarray(x)
+            dt = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float32)
         x = _as_float_input(x, dt)
         if x.ndim not in self._ndims:
             raise ValueError(f"{type(self).__name__}: expected a {' or '.join(map(str, self._ndims))}-D "

@@ -69,7 +69,10 @@ class CrossEntropyLoss(_Loss):
         self.label_smoothing = float(label_smoothing)
 
     def forward(self, input, target):
-        x, t, shape = _rows(input, target)
+        x, t = np.asarray(input), np.asarray(target)
+        if t.dtype.kind == "f" and x.dtype.kind == "f" and t.dtype != x.dtype:
+            t = t.astype(x.dtype)  # probability targets follow the logits' dtype (as MSELoss)
+        x, t, shape = _rows(x, t)
         loss = F.cross_entropy(x, t, self.reduction, self.label_smoothing)
         self._cache = (x, t, shape)
         if shape is not None and self.reduction == "none":
