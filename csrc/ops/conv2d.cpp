@@ -445,6 +445,13 @@ WeightChunks weight_chunks(const Conv2dParams& p, bool split, bool finite) {
     ch.total = p.N * p.OH;
     ch.per_chunk = std::max<i64>(1, std::min<i64>(ch.total, cols / std::max<i64>(p.OW, 1)));
   }
+  // Split mode runs chunks on parallel threads: at least kMinChunks of them, so
+  // 2..8 threads stay evenly loaded (3 chunks on 2 threads would idle one a
+  // third of the time). Depends on the shape only, as the fold order must.
+  if (split) {
+    constexpr i64 kMinChunks = 8;
+    ch.per_chunk = std::max<i64>(1, std::min(ch.per_chunk, (ch.total + kMinChunks - 1) / kMinChunks));
+  }
   return ch;
 }
 
