@@ -143,13 +143,14 @@ def check(spec, batch, torch):
     out = tm(torch.from_numpy(x))
     lt = torch.nn.functional.cross_entropy(out, torch.from_numpy(y))
     lt.backward()
+    lt = float(lt.detach())
     worst = 0.0
     tgrads = {k: p.grad.numpy() for k, p in tm.named_parameters()}
     for k, p in pm.named_parameters():
         g, r = p.grad, tgrads[k]
         worst = max(worst, float(np.abs(g - r).max() / (np.abs(r).max() + 1e-30)))
-    ok = abs(lp - float(lt)) <= 1e-4 * max(1.0, abs(lp)) and worst < 1e-3
-    return ok, abs(lp - float(lt)), worst
+    ok = abs(lp - lt) <= 1e-4 * max(1.0, abs(lp)) and worst < 1e-3
+    return ok, abs(lp - lt), worst
 
 
 def timed(fn, steps):

@@ -91,6 +91,8 @@ class History:
     def plot(self, path=None, metrics=None):
         """Train / validation curves per metric (needs matplotlib); saves a PNG if ``path``."""
         from .plot import plot_history
+        if metrics is None:  # everything but the wall time per epoch
+            metrics = [k for k in self.history if k != "time" and not k.startswith("val_")]
         return plot_history(self, path=path, metrics=metrics)
 
     def state_dict(self) -> dict:
