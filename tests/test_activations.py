@@ -639,3 +639,24 @@ def test_bad_dtype(bad):
         pyconv.maxout(bad, 1, axis=0)
     with pytest.raises(TypeError, match="grad_output"):
         pyconv.relu_backward(bad, np.zeros(bad.shape))
+
+
+# --------------------------------------------------------------------------
+# every ISA: float32 activations and softmax take SIMD kernels (vmath) unless
+# the ISA is 'ref'; both paths must meet the same tolerances
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("isa", pyconv.supported_isas())
+def test_every_isa_float32(isa):
+    old = pyconv.get_isa()
+    pyconv.set_isa(isa)
+    try:
+        for op in OPS:
+            test_special_values(op, np.float32)
+            for shape in SHAPES + [(16,), (17,), (1000, 3)]:
+                test_elementwise(op, shape, np.float32)
+        for name, ref, ref_bwd in SM:
+            test_softmax_special_values(name, ref, ref_bwd, np.float32)
+            for shape, axis in SOFTMAX_CASES + [((5, 8), 1), ((2, 16), 1), ((3, 9), -1)]:
+                test_softmax_family(name, ref, ref_bwd, shape, axis, np.float32)
+    finally:
+        pyconv.set_isa(old)

@@ -569,3 +569,19 @@ def test_mse_shape_mismatch():
             pyconv.mse_loss(XE, t)
         with pytest.raises(ValueError, match="target|shape"):
             pyconv.mse_loss_backward(1.0, XE, t)
+
+
+@pytest.mark.parametrize("isa", pyconv.supported_isas())
+def test_cross_entropy_every_isa_float32(isa):
+    """float32 cross-entropy takes the SIMD row kernels unless the ISA is 'ref'."""
+    old = pyconv.get_isa()
+    pyconv.set_isa(isa)
+    try:
+        for nc, kind, ls in CE_CASES + [((5, 8), "index", 0.0), ((9, 16), "prob", 0.1)]:
+            test_cross_entropy_grid(nc, kind, ls, np.float32)
+        test_cross_entropy_extreme_logits(np.float32)
+        test_cross_entropy_nonfinite(np.float32)
+        for big in (1e2, 1e3, 1e4):
+            test_cross_entropy_large_logits_keep_precision(big, np.float32)
+    finally:
+        pyconv.set_isa(old)

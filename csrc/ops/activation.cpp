@@ -6,15 +6,65 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
+#include <type_traits>
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
+#include "cpu/cpuinfo.h"
 #include "cpu/parallel.h"
+#include "ops/vmath.h"
 
 namespace pyconv {
+
+const VMathF32* vmath_f32() {
+#if defined(PYCONV_X86)
+  if (active_isa() != Isa::ref && cpu_supports(Isa::avx2)) return &vmath_f32_avx2;
+#endif
+  return nullptr;
+}
+
 namespace {
+
+// Calls f(i0, i1) on equal contiguous chunks of [0, n), one per thread.
+template <typename F>
+void chunks(i64 n, double cost, F f) {
+  const int nt = threads_for(double(n) * cost, 2.0e5);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+#ifdef _OPENMP
+    const int t = omp_get_thread_num(), tn = omp_get_num_threads();
+#else
+    const int t = 0, tn = 1;
+#endif
+    f(n * t / tn, n * (t + 1) / tn);
+  }
+}
+
+// The SIMD table's kernel for a float activation (nullptr: use the portable loop).
+inline void (*simd_forward(Act act))(const float*, float*, i64) {
+  const VMathF32* vm = vmath_f32();
+  if (!vm) return nullptr;
+  switch (act) {
+    case Act::sigmoid: return vm->sigmoid;
+    case Act::tanh: return vm->tanh;
+    case Act::gelu: return vm->gelu;
+    case Act::gelu_tanh: return vm->gelu_tanh;
+    default: return nullptr;
+  }
+}
+
+inline void (*simd_backward(Act act))(const float*, const float*, float*, i64) {
+  const VMathF32* vm = vmath_f32();
+  if (!vm) return nullptr;
+  switch (act) {
+    case Act::gelu: return vm->gelu_backward;
+    case Act::gelu_tanh: return vm->gelu_tanh_backward;
+    default: return nullptr;
+  }
+}
 
 constexpr double kSqrt1_2 = 0.70710678118654752440;
 constexpr double kInvSqrt2Pi = 0.39894228040143267794;
@@ -144,6 +194,12 @@ inline float normal_cdf<float>(float x) {
 
 template <typename T>
 void activation_forward(Act act, T alpha, const T* x, T* y, i64 n) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (auto k = simd_forward(act)) {
+      chunks(n, 1, [&](i64 i0, i64 i1) { k(x + i0, y + i0, i1 - i0); });
+      return;
+    }
+  }
   switch (act) {
     case Act::relu:
       // x < 0 ? 0 : x keeps NaN (PyTorch's clamp_min semantics).
@@ -174,6 +230,12 @@ void activation_forward(Act act, T alpha, const T* x, T* y, i64 n) {
 
 template <typename T>
 void activation_backward(Act act, T alpha, const T* dy, const T* s, T* dx, i64 n) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (auto k = simd_backward(act)) {
+      chunks(n, 1, [&](i64 i0, i64 i1) { k(dy + i0, s + i0, dx + i0, i1 - i0); });
+      return;
+    }
+  }
   switch (act) {
     case Act::relu:  // PyTorch's threshold_backward: input <= 0 -> 0
       map2(dy, s, dx, n, 1, [](T g, T v) { return v <= T(0) ? T(0) : g; });
@@ -211,6 +273,26 @@ void activation_backward(Act act, T alpha, const T* dy, const T* s, T* dx, i64 n
 template <typename T>
 void softmax_forward(bool log, const T* x, T* y, i64 outer, i64 dim, i64 inner) {
   const i64 lines = outer * inner;
+  if constexpr (std::is_same_v<T, float>) {
+    const VMathF32* vm = vmath_f32();
+    if (vm && inner == 1) {  // contiguous lines: SIMD max, exp and sum
+      const int nt = threads_for(double(lines) * dim * 2, 2.0e5);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+      for (i64 l = 0; l < lines; ++l) {
+        const float* xl = x + l * dim;
+        float* yl = y + l * dim;
+        const float m = vm->max(xl, dim);  // NaN if any NaN: the line becomes NaN
+        if (log) {
+          const float lse = std::log(vm->exp_shift_sum(xl, m, nullptr, dim));
+          for (i64 d = 0; d < dim; ++d) yl[d] = (xl[d] - m) - lse;
+        } else {
+          const float inv = 1.f / vm->exp_shift_sum(xl, m, yl, dim);
+          for (i64 d = 0; d < dim; ++d) yl[d] *= inv;
+        }
+      }
+      return;
+    }
+  }
   const int nt = threads_for(double(lines) * dim * 20, 2.0e5);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
   for (i64 l = 0; l < lines; ++l) {
@@ -236,6 +318,27 @@ void softmax_forward(bool log, const T* x, T* y, i64 outer, i64 dim, i64 inner) 
 template <typename T>
 void softmax_backward(bool log, const T* dy, const T* y, T* dx, i64 outer, i64 dim, i64 inner) {
   const i64 lines = outer * inner;
+  if constexpr (std::is_same_v<T, float>) {
+    const VMathF32* vm = vmath_f32();
+    if (vm && inner == 1) {
+      const int nt = threads_for(double(lines) * dim * 2, 2.0e5);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+      for (i64 l = 0; l < lines; ++l) {
+        const float* g = dy + l * dim;
+        const float* yl = y + l * dim;
+        float* d = dx + l * dim;
+        if (log) {  // d = g - exp(y) * sum(g)
+          const float s = vm->sum(g, dim);
+          vm->exp_shift_sum(yl, 0.f, d, dim);
+          for (i64 k = 0; k < dim; ++k) d[k] = g[k] - d[k] * s;
+        } else {  // d = y * (g - sum(g * y))
+          const float s = vm->dot(g, yl, dim);
+          for (i64 k = 0; k < dim; ++k) d[k] = yl[k] * (g[k] - s);
+        }
+      }
+      return;
+    }
+  }
   const int nt = threads_for(double(lines) * dim * 4, 2.0e5);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
   for (i64 l = 0; l < lines; ++l) {

@@ -7,7 +7,10 @@
 #include <limits>
 #include <vector>
 
+#include <type_traits>
+
 #include "cpu/parallel.h"
+#include "ops/vmath.h"
 
 namespace pyconv {
 namespace {
@@ -23,8 +26,15 @@ struct RowLse {
 };
 
 template <typename T>
-inline RowLse<T> row_lse(const T* x, i64 C) {
+inline RowLse<T> row_lse(const T* x, i64 C, const VMathF32* vm) {
   constexpr T nan = std::numeric_limits<T>::quiet_NaN();
+  if constexpr (std::is_same_v<T, float>) {
+    if (vm) {
+      const float m = vm->max(x, C);
+      if (std::isnan(m) || std::isinf(m)) return {nan, nan};  // as below
+      return {m, std::log(vm->exp_shift_sum(x, m, nullptr, C))};
+    }
+  }
   T m = -std::numeric_limits<T>::infinity();
   for (i64 c = 0; c < C; ++c) {
     if (std::isnan(x[c])) return {nan, nan};
@@ -55,10 +65,11 @@ void cross_entropy_forward(const T* x, i64 N, i64 C, const std::int64_t* t, cons
   std::vector<T> tmp(reduction == kNone ? 0 : N);
   T* rows = reduction == kNone ? out : tmp.data();
   const int nt = row_threads(N, C);
+  const VMathF32* vm = vmath_f32();
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
   for (i64 n = 0; n < N; ++n) {
     const T* xr = x + n * C;
-    const RowLse<T> r = row_lse(xr, C);
+    const RowLse<T> r = row_lse(xr, C, vm);
     T loss = 0;
     if (t) {  // (1-eps) * (-logp[t]) + eps * mean_c(-logp[c])
       loss = -(T(1) - eps) * r.logp(xr[t[n]]);
@@ -80,21 +91,32 @@ template <typename T>
 void cross_entropy_backward(const T* x, i64 N, i64 C, const std::int64_t* t, const T* q, T eps,
                             const T* g, i64 g_stride, T scale, T* dx) {
   const int nt = row_threads(N, C);
+  const VMathF32* vm = vmath_f32();
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
   for (i64 n = 0; n < N; ++n) {
     const T* xr = x + n * C;
     T* dr = dx + n * C;
     const T gn = g[n * g_stride] * scale;
-    const RowLse<T> r = row_lse(xr, C);
+    const RowLse<T> r = row_lse(xr, C, vm);
+    bool have_p = false;  // dr holds the softmax already
+    if constexpr (std::is_same_v<T, float>) {
+      if (vm && !std::isnan(r.m)) {  // softmax = exp(x - m) / sum, SIMD
+        const float inv = 1.f / vm->exp_shift_sum(xr, r.m, dr, C);
+        for (i64 c = 0; c < C; ++c) dr[c] *= inv;
+        have_p = true;
+      }
+    }
+    if (!have_p)
+      for (i64 c = 0; c < C; ++c) dr[c] = std::exp(r.logp(xr[c]));
     if (t) {  // softmax - ((1-eps) onehot + eps/C)
-      for (i64 c = 0; c < C; ++c) dr[c] = gn * (std::exp(r.logp(xr[c])) - eps / T(C));
+      for (i64 c = 0; c < C; ++c) dr[c] = gn * (dr[c] - eps / T(C));
       dr[t[n]] -= gn * (T(1) - eps);
     } else {  // softmax * sum(q') - q'
       const T* qr = q + n * C;
       T qs = 0;
       for (i64 c = 0; c < C; ++c) qs += (T(1) - eps) * qr[c] + eps / T(C);
       for (i64 c = 0; c < C; ++c)
-        dr[c] = gn * (std::exp(r.logp(xr[c])) * qs - ((T(1) - eps) * qr[c] + eps / T(C)));
+        dr[c] = gn * (dr[c] * qs - ((T(1) - eps) * qr[c] + eps / T(C)));
     }
   }
 }

@@ -1,0 +1,40 @@
+// vmath.h - SIMD float32 kernels for the transcendental element-wise ops and
+// the row reductions of softmax / cross-entropy, one table per ISA.
+//
+// All arrays are contiguous; n >= 0; outputs may not alias inputs unless
+// noted. The maths is the same as the portable code in activation.cpp
+// (Cephes-style exp, the same polynomials and limits: exact 0 / 1 / inf
+// limits, NaN propagated), evaluated 8 lanes at a time with FMA, so results
+// agree with it to a few ulp. Each call is serial: callers split work
+// between threads, so results do not depend on the thread count.
+#pragma once
+#include "common.h"
+
+namespace pyconv {
+
+struct VMathF32 {
+  const char* name;
+  void (*sigmoid)(const float* x, float* y, i64 n);
+  void (*tanh)(const float* x, float* y, i64 n);
+  void (*gelu)(const float* x, float* y, i64 n);                     // x * Phi(x)
+  void (*gelu_backward)(const float* dy, const float* x, float* dx, i64 n);
+  void (*gelu_tanh)(const float* x, float* y, i64 n);
+  void (*gelu_tanh_backward)(const float* dy, const float* x, float* dx, i64 n);
+  // max(x[0..n)), NaN if any element is NaN; -inf for n == 0.
+  float (*max)(const float* x, i64 n);
+  // sum(x), and sum(x * y).
+  float (*sum)(const float* x, i64 n);
+  float (*dot)(const float* x, const float* y, i64 n);
+  // y[i] = exp(x[i] - m) (y may be null, or equal to x); returns the sum of those values.
+  float (*exp_shift_sum)(const float* x, float m, float* y, i64 n);
+};
+
+// The table for the active ISA, or nullptr when it is 'ref' (or the CPU has
+// no AVX2+FMA): callers then run their portable loops.
+const VMathF32* vmath_f32();
+
+#if defined(PYCONV_X86)
+extern const VMathF32 vmath_f32_avx2;
+#endif
+
+}  // namespace pyconv

@@ -1,0 +1,257 @@
+// vmath_avx2.cpp - the AVX2+FMA VMathF32 table (compiled with -mavx2 -mfma
+// only here; everything but the table is in an anonymous namespace so no
+// AVX2 code can leak into the portable paths). See vmath.h for the contract.
+//
+// Layout of every array kernel: full 8-lane vectors, then the remainder
+// through a zero-padded 8-float stack buffer (never reading past the end).
+#include <immintrin.h>
+
+#include <limits>
+
+#include "ops/vmath.h"
+
+namespace pyconv {
+namespace {
+
+using V = __m256;
+
+inline V set1(float x) { return _mm256_set1_ps(x); }
+
+// exp(x): x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial for e^r (Cephes
+// expf), 2^n applied in two halves so every n in [-126, 128] stays a normal
+// scale. Exact 0 below -87.3 and inf above 88.7 (as the portable exp_f32),
+// NaN stays NaN.
+inline V exp8(V x) {
+  const V lo = set1(-87.3f), hi = set1(88.7f);
+  const V xc = _mm256_min_ps(_mm256_max_ps(x, lo), hi);  // NaN -> lo (fixed below)
+  const V fn = _mm256_round_ps(_mm256_mul_ps(xc, set1(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  V r = _mm256_fnmadd_ps(fn, set1(0.693359375f), xc);
+  r = _mm256_fnmadd_ps(fn, set1(-2.12194440e-4f), r);
+  V p = set1(1.9875691500E-4f);
+  p = _mm256_fmadd_ps(p, r, set1(1.3981999507E-3f));
+  p = _mm256_fmadd_ps(p, r, set1(8.3334519073E-3f));
+  p = _mm256_fmadd_ps(p, r, set1(4.1665795894E-2f));
+  p = _mm256_fmadd_ps(p, r, set1(1.6666665459E-1f));
+  p = _mm256_fmadd_ps(p, r, set1(5.0000001201E-1f));
+  const V er = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, set1(1.0f)));
+  const __m256i n = _mm256_cvtps_epi32(fn);
+  const __m256i n1 = _mm256_srai_epi32(n, 1);
+  const __m256i n2 = _mm256_sub_epi32(n, n1);
+  const __m256i bias = _mm256_set1_epi32(127);
+  const V s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
+  const V s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
+  V y = _mm256_mul_ps(_mm256_mul_ps(er, s1), s2);
+  y = _mm256_blendv_ps(y, _mm256_setzero_ps(), _mm256_cmp_ps(x, lo, _CMP_LT_OQ));
+  y = _mm256_blendv_ps(y, set1(std::numeric_limits<float>::infinity()), _mm256_cmp_ps(x, hi, _CMP_GT_OQ));
+  return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+
+inline V absv(V x) { return _mm256_andnot_ps(set1(-0.0f), x); }
+inline V keep_nan(V y, V x) { return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q)); }
+
+inline V sigmoid8(V x) {
+  const V e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), absv(x)));
+  const V s = _mm256_div_ps(set1(1.0f), _mm256_add_ps(set1(1.0f), e));
+  const V neg = _mm256_mul_ps(e, s);
+  return keep_nan(_mm256_blendv_ps(neg, s, _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ)), x);
+}
+
+// Cephes' odd polynomial below 0.625, 1 - 2/(e^{2|x|} + 1) above.
+inline V tanh8(V x) {
+  const V ax = absv(x), s = _mm256_mul_ps(x, x);
+  V p = set1(-5.70498872745E-3f);
+  p = _mm256_fmadd_ps(p, s, set1(2.06390887954E-2f));
+  p = _mm256_fmadd_ps(p, s, set1(-5.37397155531E-2f));
+  p = _mm256_fmadd_ps(p, s, set1(1.33314422036E-1f));
+  p = _mm256_fmadd_ps(p, s, set1(-3.33332819422E-1f));
+  const V small = _mm256_fmadd_ps(_mm256_mul_ps(p, s), x, x);
+  const V e = exp8(_mm256_add_ps(ax, ax));
+  const V big = _mm256_sub_ps(set1(1.0f), _mm256_div_ps(set1(2.0f), _mm256_add_ps(e, set1(1.0f))));
+  const V signed_big = _mm256_or_ps(big, _mm256_and_ps(x, set1(-0.0f)));
+  return keep_nan(_mm256_blendv_ps(signed_big, small, _mm256_cmp_ps(ax, set1(0.625f), _CMP_LT_OQ)), x);
+}
+
+// Phi(x) via erfc(z) = t*exp(-z^2 + P(t)), t = 1/(1 + z/2) (as normal_cdf<float>).
+inline V normal_cdf8(V x) {
+  const V z = _mm256_mul_ps(absv(x), set1(0.70710678118654752440f));
+  const V t = _mm256_div_ps(set1(1.0f), _mm256_fmadd_ps(set1(0.5f), z, set1(1.0f)));
+  V p = set1(0.17087277f);
+  p = _mm256_fmadd_ps(p, t, set1(-0.82215223f));
+  p = _mm256_fmadd_ps(p, t, set1(1.48851587f));
+  p = _mm256_fmadd_ps(p, t, set1(-1.13520398f));
+  p = _mm256_fmadd_ps(p, t, set1(0.27886807f));
+  p = _mm256_fmadd_ps(p, t, set1(-0.18628806f));
+  p = _mm256_fmadd_ps(p, t, set1(0.09678418f));
+  p = _mm256_fmadd_ps(p, t, set1(0.37409196f));
+  p = _mm256_fmadd_ps(p, t, set1(1.00002368f));
+  p = _mm256_fmadd_ps(p, t, set1(-1.26551223f));
+  const V erfc = _mm256_mul_ps(t, exp8(_mm256_fnmadd_ps(z, z, p)));
+  const V half_erfc = _mm256_mul_ps(set1(0.5f), erfc);
+  const V pos = _mm256_sub_ps(set1(1.0f), half_erfc);
+  return keep_nan(_mm256_blendv_ps(half_erfc, pos, _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ)), x);
+}
+
+constexpr float kInvSqrt2Pi = 0.39894228040143267794f;
+constexpr float kSqrt2OverPi = 0.79788456080286535588f;
+
+inline V gelu8(V x) { return _mm256_mul_ps(x, normal_cdf8(x)); }
+
+inline V gelu_backward8(V g, V x) {
+  const V cdf = normal_cdf8(x);
+  const V pdf = _mm256_mul_ps(set1(kInvSqrt2Pi), exp8(_mm256_mul_ps(set1(-0.5f), _mm256_mul_ps(x, x))));
+  return _mm256_mul_ps(g, _mm256_fmadd_ps(x, pdf, cdf));
+}
+
+inline V gelu_tanh_inner(V x) {
+  const V x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
+  return _mm256_mul_ps(set1(kSqrt2OverPi), _mm256_fmadd_ps(set1(0.044715f), x3, x));
+}
+
+inline V gelu_tanh8(V x) {
+  const V th = tanh8(gelu_tanh_inner(x));
+  return _mm256_mul_ps(_mm256_mul_ps(set1(0.5f), x), _mm256_add_ps(set1(1.0f), th));
+}
+
+inline V gelu_tanh_backward8(V g, V x) {
+  const V th = tanh8(gelu_tanh_inner(x));
+  const V dinner = _mm256_mul_ps(set1(kSqrt2OverPi),
+                                 _mm256_fmadd_ps(set1(3 * 0.044715f), _mm256_mul_ps(x, x), set1(1.0f)));
+  const V a = _mm256_mul_ps(set1(0.5f), _mm256_add_ps(set1(1.0f), th));
+  const V b = _mm256_mul_ps(_mm256_mul_ps(set1(0.5f), x),
+                            _mm256_mul_ps(_mm256_fnmadd_ps(th, th, set1(1.0f)), dinner));
+  return _mm256_mul_ps(g, _mm256_add_ps(a, b));
+}
+
+// y = f(x) over n elements.
+template <V (*F)(V)>
+void map1(const float* x, float* y, i64 n) {
+  i64 i = 0;
+  for (; i + 16 <= n; i += 16) {  // two independent vectors in flight
+    const V a = F(_mm256_loadu_ps(x + i));
+    const V b = F(_mm256_loadu_ps(x + i + 8));
+    _mm256_storeu_ps(y + i, a);
+    _mm256_storeu_ps(y + i + 8, b);
+  }
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, F(_mm256_loadu_ps(x + i)));
+  if (i < n) {
+    alignas(32) float buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (i64 k = 0; k < n - i; ++k) buf[k] = x[i + k];
+    _mm256_store_ps(buf, F(_mm256_load_ps(buf)));
+    for (i64 k = 0; k < n - i; ++k) y[i + k] = buf[k];
+  }
+}
+
+// d = f(g, x) over n elements.
+template <V (*F)(V, V)>
+void map2(const float* g, const float* x, float* d, i64 n) {
+  i64 i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(d + i, F(_mm256_loadu_ps(g + i), _mm256_loadu_ps(x + i)));
+  if (i < n) {
+    alignas(32) float bg[8] = {0, 0, 0, 0, 0, 0, 0, 0}, bx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (i64 k = 0; k < n - i; ++k) {
+      bg[k] = g[i + k];
+      bx[k] = x[i + k];
+    }
+    _mm256_store_ps(bg, F(_mm256_load_ps(bg), _mm256_load_ps(bx)));
+    for (i64 k = 0; k < n - i; ++k) d[i + k] = bg[k];
+  }
+}
+
+inline float hsum(V v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline float hmax(V v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+float max_f32(const float* x, i64 n) {
+  V m = set1(-std::numeric_limits<float>::infinity());
+  V nan = _mm256_setzero_ps();
+  i64 i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const V v = _mm256_loadu_ps(x + i);
+    m = _mm256_max_ps(m, v);
+    nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+  }
+  float r = hmax(m);
+  bool any_nan = _mm256_movemask_ps(nan) != 0;
+  for (; i < n; ++i) {
+    any_nan |= x[i] != x[i];  // (no std:: templates in an ISA file: they could leak)
+    r = x[i] > r ? x[i] : r;
+  }
+  return any_nan ? std::numeric_limits<float>::quiet_NaN() : r;
+}
+
+float sum_f32(const float* x, i64 n) {
+  V a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
+  i64 i = 0;
+  for (; i + 16 <= n; i += 16) {
+    a = _mm256_add_ps(a, _mm256_loadu_ps(x + i));
+    b = _mm256_add_ps(b, _mm256_loadu_ps(x + i + 8));
+  }
+  for (; i + 8 <= n; i += 8) a = _mm256_add_ps(a, _mm256_loadu_ps(x + i));
+  float s = hsum(_mm256_add_ps(a, b));
+  for (; i < n; ++i) s += x[i];
+  return s;
+}
+
+float dot_f32(const float* x, const float* y, i64 n) {
+  V a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
+  i64 i = 0;
+  for (; i + 16 <= n; i += 16) {
+    a = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), a);
+    b = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), b);
+  }
+  for (; i + 8 <= n; i += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), a);
+  float s = hsum(_mm256_add_ps(a, b));
+  for (; i < n; ++i) s += x[i] * y[i];
+  return s;
+}
+
+float exp_shift_sum_f32(const float* x, float m, float* y, i64 n) {
+  const V mv = set1(m);
+  V acc = _mm256_setzero_ps();
+  i64 i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const V e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv));
+    if (y) _mm256_storeu_ps(y + i, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  float s = hsum(acc);
+  if (i < n) {
+    alignas(32) float buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (i64 k = 0; k < n - i; ++k) buf[k] = x[i + k];
+    _mm256_store_ps(buf, exp8(_mm256_sub_ps(_mm256_load_ps(buf), mv)));
+    for (i64 k = 0; k < n - i; ++k) {
+      if (y) y[i + k] = buf[k];
+      s += buf[k];
+    }
+  }
+  return s;
+}
+
+}  // namespace
+
+const VMathF32 vmath_f32_avx2 = {
+    "vmath_f32__avx2",
+    map1<sigmoid8>,
+    map1<tanh8>,
+    map1<gelu8>,
+    map2<gelu_backward8>,
+    map1<gelu_tanh8>,
+    map2<gelu_tanh_backward8>,
+    max_f32,
+    sum_f32,
+    dot_f32,
+    exp_shift_sum_f32,
+};
+
+}  // namespace pyconv
