@@ -206,13 +206,31 @@ void adaptive_bins(const Pool2dParams& p, Body body) {
 }
 }  // namespace
 
+namespace {
+// Sum of a contiguous run with eight independent partial sums (one serial
+// chain is add-latency bound: 3 GB/s), folded in a fixed order.
+template <typename T>
+inline T sum_run(const T* __restrict a, i64 n) {
+  T s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  i64 i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; ++k) s[k] += a[i + k];
+  T t = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+  for (; i < n; ++i) t += a[i];
+  return t;
+}
+}  // namespace
+
 template <typename T>
 void adaptive_avg_pool2d_forward(const Pool2dParams& p, const T* x, T* y) {
   adaptive_bins(p, [&](i64 pl, i64 o, i64 h0, i64 h1, i64 w0, i64 w1) {
     const T* xp = x + pl * p.H * p.W;
     T s = 0;
-    for (i64 ih = h0; ih < h1; ++ih)
-      for (i64 iw = w0; iw < w1; ++iw) s += xp[ih * p.W + iw];
+    if (w0 == 0 && w1 == p.W) {  // whole rows: one contiguous run
+      s = sum_run(xp + h0 * p.W, (h1 - h0) * p.W);
+    } else {
+      for (i64 ih = h0; ih < h1; ++ih) s += sum_run(xp + ih * p.W + w0, w1 - w0);
+    }
     y[o] = s / T((h1 - h0) * (w1 - w0));
   });
 }
