@@ -38,7 +38,15 @@ struct GemmKernel {
   int mc, kc, nc;    // cache blocks (mc % mr == 0, nc % nr == 0)
   ukernel_fn<T> fn;
   ukernel_rows_fn<T> fn_rows;
+  // Optional (nullptr: pack with portable loops). Packs one full micro-panel
+  // from nr separate row streams: dst[q*nr + t] = src[t][q], t < nr, q < kc
+  // (nr a multiple of 8). Convolution's backward-weight B source is such a
+  // set of streams; this transposes them with SIMD shuffles.
+  void (*pack_streams)(const T* const* src, i64 kc, int nr, T* dst) = nullptr;
 };
+
+// AVX2 stream packer (ukernel_avx2.cpp); also used by the AVX-512 table.
+void spack_streams__avx2(const float* const* src, i64 kc, int nr, float* dst);
 
 // The kernel table: one entry per ISA and dtype (dispatch.cpp).
 template <typename T>

@@ -49,10 +49,47 @@ void dgemm_ukernel_rows_6x8__avx2(i64 kc, const double* a, const double* b, cons
   ukernel_body<VD, 6, 2, true>(kc, a, b, boff, c, ldc, beta);
 }
 
+// In-register 8x8 transpose: on exit r[k][t] is the entry value r[t][k].
+inline void transpose8(__m256* r) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
 }  // namespace
 
+void spack_streams__avx2(const float* const* src, i64 kc, int nr, float* dst) {
+  for (int g = 0; g < nr; g += 8) {
+    const float* s[8];
+    for (int t = 0; t < 8; ++t) s[t] = src[g + t];
+    i64 q = 0;
+    for (; q + 8 <= kc; q += 8) {
+      __m256 r[8];
+      for (int t = 0; t < 8; ++t) r[t] = _mm256_loadu_ps(s[t] + q);
+      transpose8(r);
+      for (int k = 0; k < 8; ++k) _mm256_storeu_ps(dst + (q + k) * nr + g, r[k]);
+    }
+    for (; q < kc; ++q)
+      for (int t = 0; t < 8; ++t) dst[q * nr + g + t] = s[t][q];
+  }
+}
+
 const GemmKernel<float> sgemm_avx2 = {"sgemm_ukernel_6x16__avx2", Isa::avx2, 6, 16, 144, 256, 4096,
-                                      sgemm_ukernel_6x16__avx2, sgemm_ukernel_rows_6x16__avx2};
+                                      sgemm_ukernel_6x16__avx2, sgemm_ukernel_rows_6x16__avx2,
+                                      spack_streams__avx2};
 const GemmKernel<double> dgemm_avx2 = {"dgemm_ukernel_6x8__avx2", Isa::avx2, 6, 8, 96, 256, 2048,
                                        dgemm_ukernel_6x8__avx2, dgemm_ukernel_rows_6x8__avx2};
 

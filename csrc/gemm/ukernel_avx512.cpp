@@ -53,7 +53,8 @@ void dgemm_ukernel_rows_14x16__avx512f(i64 kc, const double* a, const double* b,
 }  // namespace
 
 const GemmKernel<float> sgemm_avx512 = {"sgemm_ukernel_14x32__avx512f", Isa::avx512, 14, 32, 168, 256, 4096,
-                                        sgemm_ukernel_14x32__avx512f, sgemm_ukernel_rows_14x32__avx512f};
+                                        sgemm_ukernel_14x32__avx512f, sgemm_ukernel_rows_14x32__avx512f,
+                                        spack_streams__avx2};  // AVX2 code: valid on AVX-512 CPUs
 const GemmKernel<double> dgemm_avx512 = {"dgemm_ukernel_14x16__avx512f", Isa::avx512, 14, 16, 112, 192, 2048,
                                          dgemm_ukernel_14x16__avx512f, dgemm_ukernel_rows_14x16__avx512f};
 

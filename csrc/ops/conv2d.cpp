@@ -395,10 +395,13 @@ struct ColOffsetsB {  // B[j][col] = base[coff[col] + j]: each column contiguous
   static void pack(const void* ctx, i64 p0, i64 kc, i64 j0, i64 nc, int NR, T* dst) {
     const ColOffsetsB& s = *static_cast<const ColOffsetsB*>(ctx);
     const T* src[64];
+    const auto simd = active_gemm_kernel<T>().pack_streams;  // SIMD transposes, if any
     for (i64 jp = 0; jp < nc; jp += NR, dst += kc * NR) {
       const i64 nr = std::min<i64>(NR, nc - jp);
       for (i64 t = 0; t < nr; ++t) src[t] = s.base + s.coff[j0 + jp + t] + p0;
-      if (nr == 16 && NR == 16) {
+      if (simd && nr == NR && NR % 8 == 0) {
+        simd(src, kc, NR, dst);
+      } else if (nr == 16 && NR == 16) {
         for (i64 q = 0; q < kc; ++q)
           for (int t = 0; t < 16; ++t) dst[q * 16 + t] = src[t][q];
       } else if (nr == 8 && NR == 8) {
