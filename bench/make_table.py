@@ -1,6 +1,9 @@
 """Render a `python -m pyconv.bench --json` file as the README's markdown table.
 
     python bench/make_table.py bench/results/FILE.json [--threads 1]
+    python bench/make_table.py bench/results/FILE.json --gemm      # GEMM rows, 1 and 2 threads
+    python bench/make_table.py bench/results/FILE.json --ops       # memory-bound ops, 1 thread
+    python bench/make_table.py --train bench/results/TRAIN.json    # bench_train.py results
 
 One row per shape: GFLOP/s, % of the measured peak and the torch ratio
 (torch ms / pyconv ms, > 1 means pyconv is faster) for fwd, bwd_d and
@@ -14,10 +17,19 @@ from collections import OrderedDict
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument("json")
+    ap.add_argument("json", nargs="?")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--gemm", action="store_true", help="the GEMM table instead")
+    ap.add_argument("--ops", action="store_true", help="the memory-bound ops table instead")
+    ap.add_argument("--train", help="render a bench_train.py JSON file instead")
     args = ap.parse_args(argv)
+    if args.train:
+        return train_table(json.load(open(args.train)))
     data = json.load(open(args.json))
+    if args.gemm:
+        return gemm_table(data)
+    if args.ops:
+        return ops_table(data)
     rows = OrderedDict()
     ratios = {"fwd": [], "bwd_d": [], "bwd_w": []}
     for r in data["results"]:
@@ -43,6 +55,43 @@ def main(argv=None):
     gm = {k: math.exp(sum(map(math.log, v)) / len(v)) for k, v in ratios.items() if v}
     print("\ngeometric mean of torch ms / pyconv ms: " +
           ", ".join(f"{k} {v:.2f}x" for k, v in gm.items()))
+
+
+def gemm_table(data):
+    by = OrderedDict()
+    for r in data["results"]:
+        if r["section"] == "gemm":
+            by.setdefault((r["name"], r["desc"]), {})[r["threads"]] = r
+    print("| GEMM | shape | 1 thread GFLOP/s (% peak) | x torch | x NumPy | 2 threads GFLOP/s | x torch |")
+    print("|---|---|---|---|---|---|---|")
+    for (name, desc), v in by.items():
+        a, b = v.get(1), v.get(2)
+        if not a or not b:
+            continue
+        print(f"| {name} | `{desc}` | {a['gflops']:.0f} ({a['pct_peak']:.0f}%) | {a['torch_ratio']:.2f} "
+              f"| {a['numpy_ratio']:.2f} | {b['gflops']:.0f} | {b['torch_ratio']:.2f} |")
+
+
+def ops_table(data, threads=1):
+    print("| op | shape | dir | GB/s | % of triad | x torch |")
+    print("|---|---|---|---|---|---|")
+    for r in data["results"]:
+        if r["section"] != "ops" or r["threads"] != threads or not r.get("gbps"):
+            continue
+        if r["bytes"] < 1 << 20:  # tiny-tensor overhead rows
+            continue
+        t = f"{r['torch_ratio']:.2f}" if r.get("torch_ratio") else "-"
+        print(f"| {r['name']} | `{r['desc']}` | {r['direction']} | {r['gbps']:.1f} | "
+              f"{r['pct_triad']:.0f}% | {t} |")
+
+
+def train_table(tr):
+    print("| model (batch 64) | threads | train img/s | torch | ratio | infer img/s | torch | ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in tr["rows"]:
+        print(f"| {r['model']} | {r['threads']} | {r['train_pyconv_img_s']:.0f} | "
+              f"{r['train_torch_img_s']:.0f} | {r['train_ratio']:.2f} | {r['infer_pyconv_img_s']:.0f} | "
+              f"{r['infer_torch_img_s']:.0f} | {r['infer_ratio']:.2f} |")
 
 
 if __name__ == "__main__":

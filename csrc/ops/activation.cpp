@@ -28,21 +28,6 @@ const VMathF32* vmath_f32() {
 
 namespace {
 
-// Calls f(i0, i1) on equal contiguous chunks of [0, n), one per thread.
-template <typename F>
-void chunks(i64 n, double cost, F f) {
-  const int nt = threads_for(double(n) * cost, 2.0e5);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-#ifdef _OPENMP
-    const int t = omp_get_thread_num(), tn = omp_get_num_threads();
-#else
-    const int t = 0, tn = 1;
-#endif
-    f(n * t / tn, n * (t + 1) / tn);
-  }
-}
-
 // The SIMD table's kernel for a float activation (nullptr: use the portable loop).
 inline void (*simd_forward(Act act))(const float*, float*, i64) {
   const VMathF32* vm = vmath_f32();
@@ -71,12 +56,9 @@ constexpr double kInvSqrt2Pi = 0.39894228040143267794;
 constexpr double kSqrt2OverPi = 0.79788456080286535588;
 
 
-// y[i] = f(a[i]) / f(a[i], b[i]) over contiguous chunks, one chunk per
-// thread. Local __restrict pointers and a branch-free f let the compiler
-// vectorise the loop (a lambda indexing captured pointers did not: relu's
-// backward ran at 2 GB/s).
-template <typename T, typename F>
-void map1(const T* a, T* y, i64 n, double cost, F f) {
+// Calls f(i0, i1) on equal contiguous chunks of [0, n), one per thread.
+template <typename F>
+void chunks(i64 n, double cost, F f) {
   const int nt = threads_for(double(n) * cost, 2.0e5);
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
@@ -85,33 +67,34 @@ void map1(const T* a, T* y, i64 n, double cost, F f) {
 #else
     const int t = 0, tn = 1;
 #endif
-    const i64 i0 = n * t / tn, i1 = n * (t + 1) / tn;
+    f(n * t / tn, n * (t + 1) / tn);
+  }
+}
+
+// y[i] = f(a[i]) / f(a[i], b[i]) over contiguous chunks, one chunk per
+// thread. Local __restrict pointers and a branch-free f let the compiler
+// vectorise the loop (a lambda indexing captured pointers did not: relu's
+// backward ran at 2 GB/s). Unrolled so several independent polynomial chains
+// are in flight (one vector at a time is latency-bound).
+template <typename T, typename F>
+void map1(const T* a, T* y, i64 n, double cost, F f) {
+  chunks(n, cost, [&](i64 i0, i64 i1) {
     const T* __restrict ap = a + i0;
     T* __restrict yp = y + i0;
-    // Unrolled so several independent polynomial chains are in flight (one
-    // vector at a time is latency-bound).
 #pragma GCC unroll 4
     for (i64 i = 0; i < i1 - i0; ++i) yp[i] = f(ap[i]);
-  }
+  });
 }
 
 template <typename T, typename F>
 void map2(const T* a, const T* b, T* y, i64 n, double cost, F f) {
-  const int nt = threads_for(double(n) * cost, 2.0e5);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-#ifdef _OPENMP
-    const int t = omp_get_thread_num(), tn = omp_get_num_threads();
-#else
-    const int t = 0, tn = 1;
-#endif
-    const i64 i0 = n * t / tn, i1 = n * (t + 1) / tn;
+  chunks(n, cost, [&](i64 i0, i64 i1) {
     const T* __restrict ap = a + i0;
     const T* __restrict bp = b + i0;
     T* __restrict yp = y + i0;
 #pragma GCC unroll 4
     for (i64 i = 0; i < i1 - i0; ++i) yp[i] = f(ap[i], bp[i]);
-  }
+  });
 }
 
 // exp for float without libm calls, branch-free so loops over it vectorise

@@ -59,7 +59,38 @@ def _unrows(dx, shape):
     return np.ascontiguousarray(np.moveaxis(moved, -1, 1))
 
 
-class CrossEntropyLoss(_Loss):
+class _ClassLoss(_Loss):
+    """A loss over class scores (N, C) or (N, C, *S): rows handled by _rows / _unrows."""
+
+    def _prepare(self, x, t):
+        return x, t
+
+    def _loss(self, x, t):
+        raise NotImplementedError
+
+    def _loss_backward(self, g, x, t):
+        raise NotImplementedError
+
+    def forward(self, input, target):
+        x, t = self._prepare(np.asarray(input), np.asarray(target))
+        x, t, shape = _rows(x, t)
+        loss = self._loss(x, t)
+        self._cache = (x, t, shape)
+        if shape is not None and self.reduction == "none":
+            loss = loss.reshape(shape[:1] + shape[2:])
+        return loss
+
+    def backward(self, grad_output=None, need_input_grad=True):
+        if self._cache is None:
+            raise self._no_cache()
+        x, t, shape = self._cache
+        g = self._grad(grad_output)
+        if shape is not None and self.reduction == "none":
+            g = np.asarray(g).reshape(-1)
+        return _unrows(self._loss_backward(g, x, t), shape)
+
+
+class CrossEntropyLoss(_ClassLoss):
     """Softmax cross-entropy of logits, as ``torch.nn.CrossEntropyLoss`` (label_smoothing too)."""
 
     def __init__(self, reduction="mean", label_smoothing=0.0):
@@ -68,25 +99,16 @@ class CrossEntropyLoss(_Loss):
             raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
         self.label_smoothing = float(label_smoothing)
 
-    def forward(self, input, target):
-        x, t = np.asarray(input), np.asarray(target)
+    def _prepare(self, x, t):
         if t.dtype.kind == "f" and x.dtype.kind == "f" and t.dtype != x.dtype:
             t = t.astype(x.dtype)  # probability targets follow the logits' dtype (as MSELoss)
-        x, t, shape = _rows(x, t)
-        loss = F.cross_entropy(x, t, self.reduction, self.label_smoothing)
-        self._cache = (x, t, shape)
-        if shape is not None and self.reduction == "none":
-            loss = loss.reshape(shape[:1] + shape[2:])
-        return loss
+        return x, t
 
-    def backward(self, grad_output=None, need_input_grad=True):
-        if self._cache is None:
-            raise self._no_cache()
-        x, t, shape = self._cache
-        g = self._grad(grad_output)
-        if shape is not None and self.reduction == "none":
-            g = np.asarray(g).reshape(-1)
-        return _unrows(F.cross_entropy_backward(g, x, t, self.reduction, self.label_smoothing), shape)
+    def _loss(self, x, t):
+        return F.cross_entropy(x, t, self.reduction, self.label_smoothing)
+
+    def _loss_backward(self, g, x, t):
+        return F.cross_entropy_backward(g, x, t, self.reduction, self.label_smoothing)
 
     def extra_repr(self):
         s = super().extra_repr()
@@ -95,25 +117,14 @@ class CrossEntropyLoss(_Loss):
         return s
 
 
-class NLLLoss(_Loss):
+class NLLLoss(_ClassLoss):
     """Negative log-likelihood of log-probabilities (N, C), as ``torch.nn.NLLLoss``."""
 
-    def forward(self, input, target):
-        x, t, shape = _rows(input, target)
-        loss = F.nll_loss(x, t, self.reduction)
-        self._cache = (x, t, shape)
-        if shape is not None and self.reduction == "none":
-            loss = loss.reshape(shape[:1] + shape[2:])
-        return loss
+    def _loss(self, x, t):
+        return F.nll_loss(x, t, self.reduction)
 
-    def backward(self, grad_output=None, need_input_grad=True):
-        if self._cache is None:
-            raise self._no_cache()
-        x, t, shape = self._cache
-        g = self._grad(grad_output)
-        if shape is not None and self.reduction == "none":
-            g = np.asarray(g).reshape(-1)
-        return _unrows(F.nll_loss_backward(g, x, t, self.reduction), shape)
+    def _loss_backward(self, g, x, t):
+        return F.nll_loss_backward(g, x, t, self.reduction)
 
 
 class MSELoss(_Loss):
