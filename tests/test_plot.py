@@ -7,6 +7,7 @@ import stat
 import struct
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 
@@ -381,8 +382,10 @@ def test_missing_matplotlib_message(monkeypatch, call):
 
 
 def _run_python(code):
+    # cwd outside the checkout: `python -c` puts the cwd first on sys.path, and the
+    # source tree's pyconv has no compiled _C
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, cwd=tempfile.gettempdir())
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
