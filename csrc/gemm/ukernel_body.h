@@ -27,6 +27,9 @@ static inline void ukernel_body(i64 kc, const T* __restrict a, const T* __restri
   for (i64 p = 0; p < kc; ++p) {
     typename V::reg bv[NV];
     const T* bp = ROWS ? b + boff[p] : b + p * (NV * L);
+    // Rows of an unpacked image: every p is another stream, too many for the
+    // hardware prefetcher; fetch this row's next panel (the caller's next jr).
+    if (ROWS) __builtin_prefetch(bp + NV * L);
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) bv[v] = V::load(bp + v * L);
 #pragma GCC unroll 32
