@@ -748,6 +748,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("get_isa", [] { return std::string(isa_name(active_isa())); });
   m.def("set_isa", [](const std::string& name) { set_active_isa(parse_isa(name)); }, py::arg("isa"));
   m.def("get_num_threads", &get_num_threads);
+  m.def("in_forked_child", &in_forked_child);
   m.def("set_num_threads", [](int n) {
     if (n < 1) throw py::value_error("num_threads must be >= 1, got " + std::to_string(n));
     set_num_threads(n);

@@ -55,12 +55,22 @@ def get_num_threads() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Set the number of threads pyconv's kernels may use (n >= 1). Safe at any time."""
+    """Set the number of threads pyconv's kernels may use (n >= 1). Safe at any time.
+
+    In a child of ``os.fork()`` (multiprocessing's 'fork' start method) pyconv
+    always runs single-threaded, so the child cannot hang on the parent's
+    OpenMP thread pool; asking for more threads there warns.
+    """
     if isinstance(n, bool) or not isinstance(n, (int,)) and not hasattr(n, "__index__"):
         raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}")
     n = int(n.__index__())
     if n < 1:
         raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    if n > 1 and _C.in_forked_child():
+        _warnings.warn(
+            "pyconv runs single-threaded in a child of os.fork() (OpenMP's thread pool does "
+            "not survive fork); use the 'spawn' or 'forkserver' start method for parallel "
+            "workers", RuntimeWarning, stacklevel=2)
     _C.set_num_threads(n)
 
 

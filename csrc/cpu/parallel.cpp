@@ -2,6 +2,8 @@
 // through omp_get_max_threads().
 #include "cpu/parallel.h"
 
+#include <pthread.h>
+
 #include <atomic>
 #include <stdexcept>
 
@@ -12,6 +14,22 @@
 namespace pyconv {
 
 static std::atomic<int> g_threads{0};
+
+// libgomp's thread pool does not survive fork(): a child that enters a
+// parallel region after its parent used one waits forever for threads that
+// were not copied. A child of fork() therefore runs every kernel serially
+// (regions with if(false) never touch the pool); set_num_threads cannot raise
+// it again there. Processes started with 'spawn' or 'forkserver' are normal.
+static std::atomic<bool> g_forked{false};
+
+static void on_fork_child() {
+  g_forked.store(true, std::memory_order_relaxed);
+  g_threads.store(1, std::memory_order_relaxed);
+}
+
+static const int g_atfork_registered = pthread_atfork(nullptr, nullptr, on_fork_child);
+
+bool in_forked_child() { return g_forked.load(std::memory_order_relaxed); }
 
 int get_num_threads() {
   int n = g_threads.load(std::memory_order_relaxed);
@@ -29,7 +47,8 @@ int get_num_threads() {
 
 void set_num_threads(int n) {
   if (n < 1) throw std::invalid_argument("num_threads must be >= 1");
-  g_threads.store(n, std::memory_order_relaxed);
+  (void)g_atfork_registered;
+  g_threads.store(in_forked_child() ? 1 : n, std::memory_order_relaxed);
 }
 
 bool openmp_enabled() {

@@ -11,6 +11,8 @@ namespace pyconv {
 int get_num_threads();
 void set_num_threads(int n);  // n >= 1
 bool openmp_enabled();
+// True in a child of fork(): kernels then run on one thread (see parallel.cpp).
+bool in_forked_child();
 
 // Threads worth using for `flops` of arithmetic (or bytes of memory traffic).
 // Below ~20 us of single-thread work a team costs more than it gains.

@@ -1,0 +1,117 @@
+"""Concurrency: several Python threads at once, and use after os.fork().
+
+libgomp's thread pool does not survive fork(): without care a child that runs
+a parallel kernel after its parent did waits forever. pyconv runs a forked
+child single-threaded (pthread_atfork), so it neither hangs nor crashes.
+"""
+import multiprocessing as mp
+import os
+import sys
+import threading
+import warnings
+
+import numpy as np
+import pytest
+
+import pyconv
+
+
+def _work(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((8, 16, 20, 20)).astype(np.float32)
+    w = rng.standard_normal((24, 16, 3, 3)).astype(np.float32)
+    y = pyconv.conv2d(x, w, padding=1)
+    dx, dw, db = pyconv.conv2d_backward(y, x, w, padding=1)
+    p = pyconv.max_pool2d(y, 2)
+    s = pyconv.softmax(p.reshape(8, -1))
+    g = pyconv.gemm(x.reshape(8, -1), x.reshape(8, -1).T)
+    ce = pyconv.cross_entropy(p.reshape(8, -1), np.arange(8))
+    return [y, dx, dw, db, p, s, g, np.asarray(ce)]
+
+
+@pytest.fixture
+def two_threads():
+    old = pyconv.get_num_threads()
+    pyconv.set_num_threads(2)
+    yield
+    pyconv.set_num_threads(old)
+
+
+def test_python_threads_at_once_match_serial(two_threads):
+    seeds = list(range(6))
+    expected = {s: _work(s) for s in seeds}
+    results, errors = {}, []
+
+    def run(s):
+        try:
+            for _ in range(3):
+                results[s] = _work(s)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in seeds]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors and all(not t.is_alive() for t in threads)
+    for s in seeds:
+        for got, ref in zip(results[s], expected[s]):
+            np.testing.assert_array_equal(got, ref)  # bit-identical: no shared scratch
+
+
+def _child(q):
+    try:
+        q.put(("threads", pyconv.get_num_threads()))
+        out = _work(3)
+        q.put(("result", [a.tobytes() for a in out]))
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            pyconv.set_num_threads(2)
+        q.put(("warned", any("fork" in str(x.message) for x in w), pyconv.get_num_threads()))
+    except BaseException as e:  # pragma: no cover - reported by the parent
+        q.put(("error", repr(e)))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_child_does_not_hang(two_threads):
+    ref = _work(3)  # the parent has used its OpenMP pool
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (Python 3.12+)
+        p = ctx.Process(target=_child, args=(q,))
+        p.start()
+    msgs = []
+    try:  # read before join: a child blocks at exit until its queue is drained
+        for _ in range(3):
+            msgs.append(q.get(timeout=60))
+    except Exception:
+        p.kill()
+        pytest.fail(f"a forked child hung in a pyconv kernel (got {msgs[:1]})")
+    p.join(60)
+    assert p.exitcode == 0
+    assert msgs[0] == ("threads", 1)
+    assert msgs[1][0] == "result", msgs[1]
+    for got, r in zip(msgs[1][1], ref):
+        assert got == r.tobytes()  # same bits as the parent's multi-threaded run
+    assert msgs[2] == ("warned", True, 1)
+    assert pyconv.get_num_threads() == 2  # the parent is unaffected
+
+
+def _spawn_child(q):
+    import pyconv as pc
+    pc.set_num_threads(2)
+    q.put([a.tobytes() for a in _work(5)])
+
+
+def test_spawn_workers_run_in_parallel_mode(two_threads):
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_spawn_child, args=(q,))
+    p.start()
+    out = q.get(timeout=120)
+    p.join(60)
+    assert p.exitcode == 0
+    for got, r in zip(out, _work(5)):
+        assert got == r.tobytes()
