@@ -102,9 +102,11 @@ void map2(const T* a, const T* b, T* y, i64 n, double cost, F f) {
 // e^r, 2^n through the exponent bits). Max error about 2 ulp on the normal
 // range; exact 0 below -87.3 and inf above 88.7; NaN stays NaN.
 inline float exp_f32(float x) {
-  const float xc = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);
+  // NaN is clamped to 0 here (converting NaN to int is undefined behaviour)
+  // and put back at the end.
+  const float xc = x != x ? 0.f : (x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x));
   const float fn = xc * 1.44269504088896341f + (xc < 0.f ? -0.5f : 0.5f);
-  const int n = static_cast<int>(fn);  // round to nearest
+  const int n = static_cast<int>(fn);  // round to nearest, in [-126, 128]
   const float nf = static_cast<float>(n);
   float r = xc - nf * 0.693359375f;    // ln2 split in two for an exact product
   r = r - nf * -2.12194440e-4f;
@@ -115,9 +117,12 @@ inline float exp_f32(float x) {
   p = p * r + 1.6666665459E-1f;
   p = p * r + 5.0000001201E-1f;
   const float er = p * r * r + r + 1.0f;
-  const std::int32_t bits = (n + 127) << 23;
-  const float scale = __builtin_bit_cast(float, bits);
-  float y = er * scale;
+  // 2^n in two halves: each stays a normal float for every n in [-126, 128]
+  // (2^128 alone would be inf while e^x < FLT_MAX up to x = 88.72).
+  const int n1 = n / 2, n2 = n - n1;
+  const float s1 = __builtin_bit_cast(float, static_cast<std::int32_t>((n1 + 127) << 23));
+  const float s2 = __builtin_bit_cast(float, static_cast<std::int32_t>((n2 + 127) << 23));
+  float y = er * s1 * s2;
   y = x < -87.3f ? 0.f : y;
   y = x > 88.7f ? __builtin_huge_valf() : y;
   return x != x ? x : y;
