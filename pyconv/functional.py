@@ -40,13 +40,22 @@ _MAX_ELEMS = 2**62
 # --------------------------------------------------------------------------
 # argument normalisation
 # --------------------------------------------------------------------------
+# Sizes, kernel sizes, strides, paddings and dilations must fit in 31 bits, so
+# the compiled layer's 64-bit index arithmetic (products of two of them) can
+# never overflow; anything larger could not be allocated anyway.
+_INT_LIMIT = 2**31 - 1
+
+
 def _int(name: str, v) -> int:
     if isinstance(v, (bool, np.bool_)):
         raise TypeError(f"{name} must be an int, got bool {v!r}")
     try:
-        return operator.index(v)
+        i = operator.index(v)
     except TypeError:
         raise TypeError(f"{name} must be an int, got {type(v).__name__} {v!r}") from None
+    if not -_INT_LIMIT <= i <= _INT_LIMIT:
+        raise ValueError(f"{name}={i} is out of range (|{name}| must be at most 2**31 - 1)")
+    return i
 
 
 def _pair(name: str, v) -> Tuple[int, int]:
@@ -392,7 +401,12 @@ def gemm(a, b, out: Optional[np.ndarray] = None, beta: float = 0.0) -> np.ndarra
     if a.shape[1] != b.shape[0]:
         raise ValueError(f"gemm: a.shape[1]={a.shape[1]} does not match b.shape[0]={b.shape[0]}")
     cdt, rdt = _compute_dtype(a=a, b=b)
-    beta = float(beta)
+    beta = _real("beta", beta)
+    if out is not None and isinstance(out, np.ndarray) and (
+            np.may_share_memory(out, a) or np.may_share_memory(out, b)):
+        # the kernel writes C while it still reads A and B: read copies instead
+        a, b = (np.array(m, dtype=cdt, order="C") if np.may_share_memory(out, m) else m
+                for m in (a, b))
 
     def operand(m):
         if m.dtype == cdt and m.dtype.isnative and all(s % m.itemsize == 0 for s in m.strides):
@@ -1063,7 +1077,11 @@ def pad(input, padding, mode="constant", value=0.0):
     if mode != "constant" and value != 0.0:
         raise ValueError(f"value={value!r} is only used by mode='constant', not mode={mode!r}")
     y = np.empty(shape, dtype=cdt)
-    if y.size:
+    if y.size and x.size == 0:  # nothing to copy, reflect or wrap: only the fill value
+        if mode != "constant":
+            raise ValueError(f"mode={mode!r} needs a non-empty input, got shape {x.shape}")
+        y.fill(value)
+    elif y.size:
         _C.pad_forward(_prepare(x, cdt), y, l, r, t, b, _PAD_MODES[mode], value)
     return _finish(y, rdt)
 
@@ -1102,9 +1120,12 @@ def linear(input, weight, bias=None):
             raise ValueError(f"bias must have shape ({w.shape[0]},), got {b.shape}")
         arrays["bias"] = b
     cdt, rdt = _compute_dtype(**arrays)
-    x2 = _prepare(x, cdt).reshape(-1, w.shape[1])
-    y = np.empty((x2.shape[0], w.shape[0]), dtype=cdt)
-    if y.size:
+    rows = int(np.prod(x.shape[:-1], dtype=np.int64))
+    y = np.empty((rows, w.shape[0]), dtype=cdt)
+    if y.size and w.shape[1] == 0:  # an empty sum: the bias alone
+        y[...] = 0 if bias is None else _prepare(b, cdt)
+    elif y.size:
+        x2 = _prepare(x, cdt).reshape(rows, w.shape[1])
         _C.linear_forward(x2, _prepare(w, cdt), None if bias is None else _prepare(b, cdt), y)
     return _finish(y.reshape(x.shape[:-1] + (w.shape[0],)), rdt)
 
@@ -1119,17 +1140,20 @@ def linear_backward(grad_output, input, weight, output_mask=(True, True, True)):
         raise ValueError(f"output_mask must have three bools, got {output_mask!r}")
     cdt, rdt = _compute_dtype(grad_output=dy, input=x, weight=w)
     K, N = w.shape[1], w.shape[0]
-    x2 = _prepare(x, cdt).reshape(-1, K)
-    dy2 = _prepare(dy, cdt).reshape(-1, N)
+    rows = int(np.prod(x.shape[:-1], dtype=np.int64))
     want = [bool(m) for m in output_mask]
-    dx = np.empty(x2.shape, dtype=cdt) if want[0] else None
+    dx = np.empty((rows, K), dtype=cdt) if want[0] else None
     dw = np.empty((N, K), dtype=cdt) if want[1] else None
     db = np.empty((N,), dtype=cdt) if want[2] else None
-    if x2.shape[0] == 0:
-        for a in (dw, db):
+    if rows == 0 or K == 0 or N == 0:  # empty products: sums of nothing are 0
+        for a in (dx, dw, db):
             if a is not None:
                 a[...] = 0
+        if db is not None and rows and N:
+            db[...] = _prepare(dy, cdt).reshape(rows, N).sum(axis=0)
     else:
+        x2 = _prepare(x, cdt).reshape(rows, K)
+        dy2 = _prepare(dy, cdt).reshape(rows, N)
         _C.linear_backward(dy2, x2, _prepare(w, cdt), dx, dw, db)
     return (None if dx is None else _finish(dx.reshape(x.shape), rdt),
             None if dw is None else _finish(dw, rdt),
@@ -1143,6 +1167,8 @@ def _channel_vec(name, v, C, cdt, writable=False):
         if not isinstance(v, np.ndarray) or v.dtype.kind != "f" or not v.flags.writeable:
             raise TypeError(f"{name} must be a writable float ndarray (it is updated in place)")
     a = np.asarray(v)
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real numeric array, got dtype {a.dtype}")
     if a.shape != (C,):
         raise ValueError(f"{name} must have shape ({C},), got {a.shape}")
     return np.ascontiguousarray(a, dtype=cdt)

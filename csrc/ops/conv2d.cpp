@@ -156,8 +156,19 @@ inline WideGeom wide_geom(const Conv2dParams& p) {
 // Worth it when most wide columns are real outputs, and the reduction is
 // long enough to amortise the compaction (for K < 32 packing B is cheap and
 // the packed path wins).
+// The wide paths allocate whole padded planes: only for geometries whose
+// padded sizes are sane (absurd paddings or dilations take the banded paths,
+// whose scratch is bounded, instead of overflowing Hp * Wp).
+inline bool wide_fits(const Conv2dParams& p) {
+  constexpr i64 kSide = i64(1) << 20;
+  const i64 hp = p.OH + p.DH * (p.KH - 1), wp = p.OW + p.DW * (p.KW - 1);
+  return p.OH < kSide && p.OW < kSide && p.DH < kSide && p.DW < kSide && p.KH < kSide &&
+         p.KW < kSide && hp < kSide && wp < kSide && p.C < kSide &&
+         double(p.C) * double(hp) * double(wp) < double(i64(1) << 34);
+}
+
 inline bool use_wide(const Conv2dParams& p) {
-  return p.SH == 1 && p.SW == 1 && !p.is_pointwise() && p.K() >= 32 &&
+  return wide_fits(p) && p.SH == 1 && p.SW == 1 && !p.is_pointwise() && p.K() >= 32 &&
          2 * p.OW >= p.OW + p.DW * (p.KW - 1);
 }
 
@@ -419,7 +430,7 @@ struct ColOffsetsB {  // B[j][col] = base[coff[col] + j]: each column contiguous
 
 // Wide geometry for backward-weight: padded planes of the forward input.
 inline bool use_wide_weight(const Conv2dParams& p) {
-  if (p.SH != 1 || p.SW != 1 || p.is_pointwise()) return false;
+  if (p.SH != 1 || p.SW != 1 || p.is_pointwise() || !wide_fits(p)) return false;
   const WideGeom g = wide_geom(p);
   return 4 * p.OHW() >= 3 * g.plane;  // at least 75% of wide columns are outputs
 }

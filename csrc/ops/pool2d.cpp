@@ -90,11 +90,11 @@ void max_pool2d_forward(const Pool2dParams& p, const T* x, T* y, std::int64_t* i
     for (i64 oy = 0; oy < p.OH; ++oy) {
       i64 h0 = oy * p.SH - p.PH;
       const i64 h1 = std::min(h0 + (p.KH - 1) * p.DH + 1, p.H);
-      while (h0 < 0) h0 += p.DH;
+      if (h0 < 0) h0 += (-h0 + p.DH - 1) / p.DH * p.DH;  // first in-range tap
       for (i64 ox = 0; ox < p.OW; ++ox) {
         i64 w0 = ox * p.SW - p.PW;
         const i64 w1 = std::min(w0 + (p.KW - 1) * p.DW + 1, p.W);
-        while (w0 < 0) w0 += p.DW;
+        if (w0 < 0) w0 += (-w0 + p.DW - 1) / p.DW * p.DW;
         const i64 o = pl * OHW + oy * p.OW + ox;
         window_max(xp, p.W, h0, h1, p.DH, w0, w1, p.DW, y + o, idx ? idx + o : nullptr);
       }
