@@ -109,3 +109,62 @@ def test_spawn_workers_run_in_parallel_mode(two_threads):
         outs = pool.starmap(pyconv.conv2d, [(x, w), (x[:4], w)])
     np.testing.assert_array_equal(outs[0], pyconv.conv2d(x, w))
     np.testing.assert_array_equal(outs[1], pyconv.conv2d(x[:4], w))
+
+
+def test_set_num_threads_while_kernels_run():
+    """Changing the thread count from another thread mid-compute is safe and
+    changes nothing in the results (they do not depend on the thread count)."""
+    old = pyconv.get_num_threads()
+    ref = _work(7)
+    stop = threading.Event()
+
+    def toggle():
+        n = 1
+        while not stop.is_set():
+            pyconv.set_num_threads(n)
+            n = 3 - n
+
+    t = threading.Thread(target=toggle)
+    t.start()
+    try:
+        for _ in range(20):
+            for got, r in zip(_work(7), ref):
+                np.testing.assert_array_equal(got, r)
+    finally:
+        stop.set()
+        t.join()
+        pyconv.set_num_threads(old)
+
+
+_SCRATCH_CHILD = r"""
+import resource, sys
+import numpy as np
+import pyconv
+N = int(sys.argv[1])
+pyconv.set_num_threads(2)
+rng = np.random.default_rng(0)
+x = rng.standard_normal((N, 8, 32, 32), dtype=np.float32)  # no float64 temporaries:
+w = rng.standard_normal((8, 8, 3, 3), dtype=np.float32)     # they would raise the baseline peak
+dy = rng.standard_normal((N, 8, 32, 32), dtype=np.float32)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+y = pyconv.conv2d(x, w, padding=1)
+dx, dw, db = pyconv.conv2d_backward(dy, x, w, padding=1)
+y2 = pyconv.conv2d(x, w, stride=2, padding=1)
+dx2, dw2, db2 = pyconv.conv2d_backward(np.ones_like(y2), x, w, stride=2, padding=1)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+arrays = sum(a.nbytes for a in (y, dx, dw, db, y2, dx2, dw2, db2))
+print(peak - base - arrays)
+"""
+
+
+def test_scratch_memory_is_bounded_for_large_batches():
+    """conv2d's im2col scratch is processed in chunks: a batch of 1024 must not
+    allocate anything like N x the column matrix (here 1024 x 288 KiB = 288 MiB)."""
+    import subprocess
+    import tempfile
+
+    out = subprocess.run([sys.executable, "-c", _SCRATCH_CHILD, "1024"], capture_output=True,
+                         text=True, timeout=300, cwd=tempfile.gettempdir())
+    assert out.returncode == 0, out.stderr
+    extra = int(out.stdout.split()[-1])
+    assert extra < 96 << 20, f"scratch peak {extra / 2**20:.0f} MiB for N=1024"
