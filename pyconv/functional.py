@@ -210,7 +210,7 @@ _PADDING_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "repli
 
 def _padding_mode(padding_mode):
     """conv2d's padding_mode as a pad() mode name."""
-    if padding_mode not in _PADDING_MODES:
+    if not isinstance(padding_mode, str) or padding_mode not in _PADDING_MODES:
         raise ValueError(
             f"padding_mode must be 'zeros', 'reflect', 'replicate' or 'circular', got {padding_mode!r}")
     return _PADDING_MODES[padding_mode]
@@ -298,7 +298,7 @@ def conv2d_backward(grad_output, input, weight, stride: IntOrPair = 1,
     dy = _as_array("grad_output", grad_output)
     x = _as_array("input", input)
     w = _as_array("weight", weight)
-    if len(output_mask) != 3:
+    if not isinstance(output_mask, (tuple, list)) or len(output_mask) != 3:
         raise ValueError(f"output_mask must have three bools, got {output_mask!r}")
     want_dx, want_dw, want_db = (bool(m) for m in output_mask)
     cdt, rdt = _compute_dtype(grad_output=dy, input=x, weight=w)
@@ -336,7 +336,7 @@ def conv2d_input(input_size, weight, grad_output, stride: IntOrPair = 1,
                  padding: Union[IntOrPair, str] = 0, dilation: IntOrPair = 1,
                  groups: int = 1, padding_mode: str = "zeros") -> np.ndarray:
     """Gradient of conv2d w.r.t. its input, as ``torch.nn.grad.conv2d_input``."""
-    shape = tuple(_int("input_size", s) for s in input_size)
+    shape = _shape_arg("input_size", input_size)
     mode = _padding_mode(padding_mode)
     if mode != "constant":
         if len(shape) != 4:
@@ -363,7 +363,7 @@ def conv2d_weight(input, weight_size, grad_output, stride: IntOrPair = 1,
                   padding: Union[IntOrPair, str] = 0, dilation: IntOrPair = 1,
                   groups: int = 1, padding_mode: str = "zeros") -> np.ndarray:
     """Gradient of conv2d w.r.t. its weight, as ``torch.nn.grad.conv2d_weight``."""
-    shape = tuple(_int("weight_size", s) for s in weight_size)
+    shape = _shape_arg("weight_size", weight_size)
     if _padding_mode(padding_mode) != "constant":
         xp, _ = _mode_pad(input, np.empty(shape, np.float32), stride, padding, dilation,
                           padding_mode)
@@ -417,7 +417,11 @@ def gemm(a, b, out: Optional[np.ndarray] = None, beta: float = 0.0) -> np.ndarra
     if out is None:
         if beta != 0.0:
             raise ValueError("gemm: beta != 0 needs an out array")
-        out = np.empty(shape, dtype=cdt)
+        try:
+            out = np.empty(shape, dtype=cdt)
+        except ValueError:  # more elements than NumPy can describe
+            raise ValueError(f"gemm: the result a @ b would have shape {shape}, too large "
+                             "to allocate (out)") from None
         target = out
     else:
         if not isinstance(out, np.ndarray):
@@ -432,7 +436,7 @@ def gemm(a, b, out: Optional[np.ndarray] = None, beta: float = 0.0) -> np.ndarra
             and out.strides[0] % out.itemsize == 0 and out.strides[0] >= out.itemsize * out.shape[1]
         target = out if ok else np.ascontiguousarray(out)
     if 0 in shape:
-        return out
+        return _finish(out, rdt) if out.dtype != rdt else out
     if target.shape[1] == 1 and target.strides[1] != target.itemsize:
         target = np.ascontiguousarray(target)
     _C.gemm(operand(a), operand(b), target, beta)
@@ -493,9 +497,19 @@ def _unbatch(a, unbatched):
     return a[0] if unbatched else a
 
 
+def _shape_arg(name: str, v) -> Tuple[int, ...]:
+    """A shape argument (input_shape, input_size, weight_size) as a tuple of ints >= 0."""
+    if not isinstance(v, (tuple, list)) and not (isinstance(v, np.ndarray) and v.ndim == 1):
+        raise TypeError(f"{name} must be a tuple of ints, got {v!r}")
+    shape = tuple(_int(name, s) for s in v)
+    if any(d < 0 for d in shape):
+        raise ValueError(f"{name} must not have negative entries, got {shape}")
+    return shape
+
+
 def _input_shape(input_shape, fn_name):
     """(shape, batched shape, unbatched?) for a pooling backward's input_shape."""
-    shape = tuple(_int("input_shape", s) for s in input_shape)
+    shape = _shape_arg("input_shape", input_shape)
     if len(shape) not in (3, 4):
         raise ValueError(f"{fn_name}: input_shape must have 3 or 4 dims, got {shape}")
     unbatched = len(shape) == 3
@@ -853,7 +867,7 @@ _REDUCTIONS = {"none": 0, "sum": 1, "mean": 2}
 
 
 def _reduction(reduction):
-    if reduction not in _REDUCTIONS:
+    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     return _REDUCTIONS[reduction]
 
@@ -914,7 +928,7 @@ def _loss_result(out, code, rdt, n):
 
 
 def _grad_scalar_or_rows(grad_output, code, n, cdt, shape_none):
-    g = np.asarray(grad_output)
+    g = _as_array("grad_output", grad_output)
     if g.dtype.kind not in "fiub":
         raise TypeError(f"grad_output has unsupported dtype {g.dtype}")
     if code == 0:
@@ -1035,7 +1049,7 @@ _PAD_MODES = {"constant": 0, "reflect": 1, "replicate": 2, "circular": 3}
 
 
 def _pad_args(shape, padding, mode):
-    if mode not in _PAD_MODES:
+    if not isinstance(mode, str) or mode not in _PAD_MODES:
         raise ValueError(f"mode must be 'constant', 'reflect', 'replicate' or 'circular', got {mode!r}")
     if not isinstance(padding, (tuple, list)) or len(padding) not in (2, 4):
         raise ValueError(f"padding must be (left, right) or (left, right, top, bottom), got {padding!r}")
@@ -1088,7 +1102,7 @@ def pad(input, padding, mode="constant", value=0.0):
 
 def pad_backward(grad_output, input_shape, padding, mode="constant"):
     """Gradient of :func:`pad`: each output gradient is added into its source element."""
-    shape = tuple(_int("input_shape", s) for s in input_shape)
+    shape = _shape_arg("input_shape", input_shape)
     dy = _as_array("grad_output", grad_output)
     cdt, rdt = _compute_dtype(grad_output=dy)
     (l, r, t, b), out_shape = _pad_args(shape, padding, mode)
@@ -1136,7 +1150,7 @@ def linear_backward(grad_output, input, weight, output_mask=(True, True, True)):
     dy = _as_array("grad_output", grad_output)
     if dy.shape != x.shape[:-1] + (w.shape[0],):
         raise ValueError(f"grad_output must have shape {x.shape[:-1] + (w.shape[0],)}, got {dy.shape}")
-    if len(output_mask) != 3:
+    if not isinstance(output_mask, (tuple, list)) or len(output_mask) != 3:
         raise ValueError(f"output_mask must have three bools, got {output_mask!r}")
     cdt, rdt = _compute_dtype(grad_output=dy, input=x, weight=w)
     K, N = w.shape[1], w.shape[0]
@@ -1237,7 +1251,7 @@ def batch_norm_backward(grad_output, input, weight, save_mean, save_invstd, trai
         raise ValueError(f"input must have at least 2 dims (N, C, ...), got shape {x.shape}")
     if dy.shape != x.shape:
         raise ValueError(f"grad_output shape {dy.shape} must match input shape {x.shape}")
-    if len(output_mask) != 3:
+    if not isinstance(output_mask, (tuple, list)) or len(output_mask) != 3:
         raise ValueError(f"output_mask must have three bools, got {output_mask!r}")
     C = x.shape[1]
     cdt, rdt = _compute_dtype(grad_output=dy, input=x)
