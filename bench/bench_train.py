@@ -122,7 +122,7 @@ class TorchRunner:
         self.opt.zero_grad()
         loss.backward()
         self.opt.step()
-        return float(loss)
+        return loss.item()
 
     def infer(self, x):
         self.model.eval()
