@@ -147,10 +147,31 @@ inline AvgWindow avg_window(const Pool2dParams& p, bool cip, i64 dov, i64 oy, i6
 }
 }  // namespace
 
+namespace {
+// 2x2 windows, stride 2, no padding or dilation, all inside the input.
+inline bool is_2x2_inside(const Pool2dParams& p) {
+  return p.KH == 2 && p.KW == 2 && p.SH == 2 && p.SW == 2 && p.PH == 0 && p.PW == 0 &&
+         p.DH == 1 && p.DW == 1 && 2 * p.OH <= p.H && 2 * p.OW <= p.W;
+}
+}  // namespace
+
 template <typename T>
 void avg_pool2d_forward(const Pool2dParams& p, bool cip, i64 dov, const T* x, T* y) {
   const i64 HW = p.H * p.W, OHW = p.OH * p.OW;
   const int nt = plane_threads(p, double(OHW) * p.KH * p.KW);
+  if (is_2x2_inside(p)) {  // same sums in the same order as below, without the window logic
+    const T div = T(dov ? dov : 4);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (i64 pl = 0; pl < p.planes(); ++pl)
+      for (i64 oy = 0; oy < p.OH; ++oy) {
+        const T* __restrict r0 = x + pl * HW + 2 * oy * p.W;
+        const T* __restrict r1 = r0 + p.W;
+        T* __restrict yr = y + pl * OHW + oy * p.OW;
+        for (i64 ox = 0; ox < p.OW; ++ox)
+          yr[ox] = (((r0[2 * ox] + r0[2 * ox + 1]) + r1[2 * ox]) + r1[2 * ox + 1]) / div;
+      }
+    return;
+  }
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
   for (i64 pl = 0; pl < p.planes(); ++pl) {
     const T* xp = x + pl * HW;
@@ -174,6 +195,28 @@ template <typename T>
 void avg_pool2d_backward(const Pool2dParams& p, bool cip, i64 dov, const T* dy, T* dx) {
   const i64 HW = p.H * p.W, OHW = p.OH * p.OW;
   const int nt = plane_threads(p, double(OHW) * p.KH * p.KW + HW);
+  if (is_2x2_inside(p)) {  // disjoint windows: every covered pixel gets g / div once
+    const T div = T(dov ? dov : 4);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (i64 pl = 0; pl < p.planes(); ++pl) {
+      T* dxp = dx + pl * HW;
+      const T* g = dy + pl * OHW;
+      if (2 * p.OH != p.H || 2 * p.OW != p.W) std::fill(dxp, dxp + HW, T(0));
+      for (i64 oy = 0; oy < p.OH; ++oy) {
+        T* __restrict d0 = dxp + 2 * oy * p.W;
+        T* __restrict d1 = d0 + p.W;
+        const T* __restrict gr = g + oy * p.OW;
+        for (i64 ox = 0; ox < p.OW; ++ox) {
+          const T v = gr[ox] / div;
+          d0[2 * ox] = v;
+          d0[2 * ox + 1] = v;
+          d1[2 * ox] = v;
+          d1[2 * ox + 1] = v;
+        }
+      }
+    }
+    return;
+  }
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
   for (i64 pl = 0; pl < p.planes(); ++pl) {
     T* dxp = dx + pl * HW;
