@@ -39,24 +39,9 @@ MODELS = {
 }
 
 
-def build_pyconv(spec):
-    layers = []
-    for c in spec["convs"]:
-        if c == "pool":
-            layers.append(nn.MaxPool2d(2))
-        else:
-            layers += [nn.Conv2d(c[0], c[1], 3, padding=1), nn.ReLU()]
-    layers.append(nn.Flatten())
-    fc = spec["fc"]
-    for i in range(len(fc) - 1):
-        layers.append(nn.Linear(fc[i], fc[i + 1]))
-        if i < len(fc) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
-
-
-def build_torch(spec, torch):
-    tnn = torch.nn
+def build(spec, tnn):
+    """The spec's model from a module namespace with PyTorch's layer names:
+    ``pyconv.nn`` or ``torch.nn`` (same layers, same parameter names)."""
     layers = []
     for c in spec["convs"]:
         if c == "pool":
@@ -70,6 +55,14 @@ def build_torch(spec, torch):
         if i < len(fc) - 2:
             layers.append(tnn.ReLU())
     return tnn.Sequential(*layers)
+
+
+def build_pyconv(spec):
+    return build(spec, nn)
+
+
+def build_torch(spec, torch):
+    return build(spec, torch.nn)
 
 
 def flops_per_image(spec):

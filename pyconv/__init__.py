@@ -16,4 +16,3 @@ except ImportError as _err:
 else:
     from ._api import *  # noqa: F401,F403
     from ._api import __all__, __version__  # noqa: F401
-    from ._api import _C as _C  # noqa: F401

@@ -26,25 +26,14 @@ __all__ = [
 ]
 
 
-def _pair(name, v):
-    if isinstance(v, (tuple, list)):
-        if len(v) != 2:
-            raise ValueError(f"{name} must be an int or a pair, got {v!r}")
-        a, b = v
-    else:
-        a = b = v
-    for e in (a, b):
-        if isinstance(e, bool) or not isinstance(e, numbers.Integral):
-            raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}")
-    return int(a), int(b)
+_pair = F._pair  # int-or-pair arguments, normalised and checked as in the functional API
 
 
 def _positive_int(name, v):
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(v).__name__} {v!r}")
+    v = F._int(name, v)
     if v < 1:
         raise ValueError(f"{name} must be >= 1, got {v}")
-    return int(v)
+    return v
 
 
 def _want(p: Optional[Parameter]) -> bool:
@@ -607,8 +596,7 @@ class Flatten(Module):
             raise ValueError(f"Flatten: start_dim={self.start_dim} comes after end_dim="
                              f"{self.end_dim} for input of shape {x.shape}")
         self._shape = x.shape
-        return x.reshape(x.shape[:s] + (-1,) + x.shape[e + 1:]) if x.size else \
-            x.reshape(x.shape[:s] + (int(np.prod(x.shape[s:e + 1])),) + x.shape[e + 1:])
+        return x.reshape(x.shape[:s] + (int(np.prod(x.shape[s:e + 1])),) + x.shape[e + 1:])
 
     def backward(self, grad_output, need_input_grad=True):
         if self._shape is None:

@@ -250,17 +250,21 @@ class Module:
         return np.dtype(np.float32)
 
     # --- state dict ---------------------------------------------------------
-    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
-        """Copies of every parameter and buffer, keyed like PyTorch ('0.weight', 'bn.running_mean')."""
-        out = OrderedDict()
+    def _state_entries(self):
+        """(key, owner module, kind 'p' or 'b', name) of every saved parameter and buffer."""
         for mp, m in self.named_modules():
             for name, p in m._parameters.items():
                 if p is not None:
-                    out[f"{mp}.{name}" if mp else name] = p.data.copy()
+                    yield (f"{mp}.{name}" if mp else name), m, "p", name
             for name, b in m._buffers.items():
-                if b is not None and name not in getattr(m, "_non_persistent", ()):
-                    out[f"{mp}.{name}" if mp else name] = b.copy()
-        return out
+                if b is not None:
+                    yield (f"{mp}.{name}" if mp else name), m, "b", name
+
+    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+        """Copies of every parameter and buffer, keyed like PyTorch ('0.weight', 'bn.running_mean')."""
+        return OrderedDict(
+            (key, (m._parameters[name].data if kind == "p" else m._buffers[name]).copy())
+            for key, m, kind, name in self._state_entries())
 
     def load_state_dict(self, state_dict, strict: bool = True) -> IncompatibleKeys:
         """Copy values into the parameters and buffers, in place.
@@ -274,14 +278,8 @@ class Module:
         """
         if not hasattr(state_dict, "items"):
             raise TypeError(f"load_state_dict: expected a dict, got {type(state_dict).__name__}")
-        targets: Dict[str, tuple] = {}
-        for mp, m in self.named_modules():
-            for name, p in m._parameters.items():
-                if p is not None:
-                    targets[f"{mp}.{name}" if mp else name] = ("p", m, name)
-            for name, b in m._buffers.items():
-                if b is not None and name not in getattr(m, "_non_persistent", ()):
-                    targets[f"{mp}.{name}" if mp else name] = ("b", m, name)
+        targets: Dict[str, tuple] = {key: (kind, m, name)
+                                     for key, m, kind, name in self._state_entries()}
         missing = [k for k in targets if k not in state_dict]
         unexpected = [k for k in state_dict if k not in targets]
         if strict and (missing or unexpected):
@@ -460,14 +458,15 @@ class Sequential(Module):
 
     def backward(self, grad_output, need_input_grad: bool = True):
         mods = list(self._modules.values())
+        trainable = [m._has_trainable() for m in mods]
         # trainable_before[i]: does any layer before i hold a trainable parameter?
         trainable_before = [False] * (len(mods) + 1)
-        for i, m in enumerate(mods):
-            trainable_before[i + 1] = trainable_before[i] or m._has_trainable()
+        for i, t in enumerate(trainable):
+            trainable_before[i + 1] = trainable_before[i] or t
         g = grad_output
         for i in range(len(mods) - 1, -1, -1):
             need_dx = need_input_grad or trainable_before[i]
-            if not need_dx and not mods[i]._has_trainable():
+            if not need_dx and not trainable[i]:
                 return None  # nothing at or before this layer wants a gradient
             g = mods[i].backward(g, need_input_grad=need_dx)
         return g
