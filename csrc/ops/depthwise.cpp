@@ -4,12 +4,17 @@
 #include "ops/depthwise.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
 #include <vector>
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
+#include "cpu/cpuinfo.h"
 #include "cpu/parallel.h"
 #include "ops/im2col.h"
 
@@ -28,12 +33,14 @@ struct TapCols {
 };
 }  // namespace
 
+namespace {
+
 // Loops run output row by output row with all taps inside, so the output
 // (or dx) row being updated stays in L1; the innermost loops are
 // element-wise axpys the compiler vectorises.
 
 template <typename T>
-void depthwise_forward(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y) {
+void forward_portable(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y) {
   const i64 mult = p.OC / p.C, OHW = p.OHW(), KK = p.KH * p.KW;
   const i64 planes = p.N * p.OC;
   const int nt = threads_for(2.0 * planes * OHW * KK);
@@ -77,7 +84,7 @@ void depthwise_forward(const Conv2dParams& p, const T* x, const T* w, const T* b
 }
 
 template <typename T>
-void depthwise_backward_data(const Conv2dParams& p, const T* dy, const T* w, T* dx) {
+void backward_data_portable(const Conv2dParams& p, const T* dy, const T* w, T* dx) {
   const i64 mult = p.OC / p.C, OHW = p.OHW(), KK = p.KH * p.KW, HW = p.H * p.W;
   const i64 planes = p.N * p.C;
   const int nt = threads_for(2.0 * p.N * p.OC * OHW * KK);
@@ -115,7 +122,7 @@ void depthwise_backward_data(const Conv2dParams& p, const T* dy, const T* w, T* 
 // FMAs, vectorised); the rows are folded in double at the end. The order is
 // fixed by the shape, so the result does not depend on the thread count.
 template <typename T>
-void depthwise_backward_weight(const Conv2dParams& p, const T* dy, const T* x, T* dw) {
+void backward_weight_portable(const Conv2dParams& p, const T* dy, const T* x, T* dw) {
   const i64 mult = p.OC / p.C, OHW = p.OHW(), KK = p.KH * p.KW;
   const int nt = (int)std::min<i64>(p.OC, threads_for(2.0 * p.N * p.OC * OHW * KK));
   std::vector<T> acc_all(std::size_t(nt) * KK * p.OW);  // allocated outside the region
@@ -169,6 +176,265 @@ void depthwise_backward_weight(const Conv2dParams& p, const T* dy, const T* x, T
       }
     }
   }
+}
+
+// ---- SIMD float32 path -------------------------------------------------
+// Each plane is laid out in a per-thread buffer with a row pitch of its own
+// so that every tap is a shifted slice, and the whole plane is then one flat
+// kernel call (DepthwiseF32::flat): output index j = row * pitch + col. The
+// columns col >= the row width are computed on garbage and dropped when the
+// rows are copied out. Buffers larger than kDwMaxBuffer floats (huge padding
+// or dilation) take the portable loops instead.
+constexpr i64 kDwMaxBuffer = i64(1) << 22;
+constexpr i64 kDwPad = 64;  // floats past every buffer's end that kernels may touch
+
+// The padded input plane of forward / backward-weight, split into its
+// SH x SW stride phases: phase (py, px) row r, column c holds the padded
+// plane's element (r*SH + py, c*SW + px), i.e. x[r*SH + py - PT][c*SW + px - PL]
+// or 0. Output (oy, ox) then reads tap (ky, kx) at phase
+// ((ky*DH) % SH, (kx*DW) % SW), row oy + (ky*DH) / SH, column ox + (kx*DW) / SW.
+// The zero positions are the same for every plane, so a buffer is zeroed
+// once and only the data positions are rewritten.
+struct PhaseLayout {
+  i64 Hpad, Wpad, Rp, pitch, size, L;
+  std::vector<i64> off;  // per tap, (ky, kx) row-major
+  bool ok;
+  explicit PhaseLayout(const Conv2dParams& p) : off(p.KH * p.KW) {
+    Hpad = (p.OH - 1) * p.SH + (p.KH - 1) * p.DH + 1;
+    Wpad = (p.OW - 1) * p.SW + (p.KW - 1) * p.DW + 1;
+    Rp = (Hpad + p.SH - 1) / p.SH;
+    pitch = (Wpad + p.SW - 1) / p.SW;  // >= OW + (KW-1)*DW / SW
+    L = (p.OH * pitch + 7) & ~i64(7);
+    size = p.SH * p.SW * Rp * pitch + pitch + kDwPad;
+    ok = p.PT >= 0 && p.PL >= 0 && size <= kDwMaxBuffer && L <= kDwMaxBuffer;
+    for (i64 ky = 0; ky < p.KH; ++ky)
+      for (i64 kx = 0; kx < p.KW; ++kx) {
+        const i64 py = (ky * p.DH) % p.SH, px = (kx * p.DW) % p.SW;
+        off[ky * p.KW + kx] =
+            ((py * p.SW + px) * Rp + (ky * p.DH) / p.SH) * pitch + (kx * p.DW) / p.SW;
+      }
+  }
+  // Copies plane xc in; with check, returns false if any value is inf or NaN.
+  bool fill(const Conv2dParams& p, const DepthwiseF32* k, const float* xc, float* buf,
+            bool check) const {
+    const i64 x1 = std::min(p.W, Wpad - p.PL), y1 = std::min(p.H, Hpad - p.PT);
+    if (p.SH == 1 && p.SW == 1)
+      return k->copy2d(xc, p.W, buf + p.PT * pitch + p.PL, pitch, y1, x1, check);
+    bool ok = true;
+    std::uint32_t bad = 0;
+    i64 py = p.PT % p.SH, r = p.PT / p.SH;  // phase row of iy = 0
+    for (i64 iy = 0; iy < y1; ++iy) {
+      const float* __restrict xr = xc + iy * p.W;
+      float* __restrict row = buf + (py * p.SW * Rp + r) * pitch;
+      if (p.SW == 1) {
+        ok &= k->copy2d(xr, 0, row + p.PL, 0, 1, x1, check);
+      } else if (p.SW == 2) {  // x[0::2] and x[1::2] go to the phases of PL and PL + 1
+        float* ph0 = row + (p.PL % 2) * Rp * pitch + p.PL / 2;
+        float* ph1 = row + ((p.PL + 1) % 2) * Rp * pitch + (p.PL + 1) / 2;
+        ok &= k->split2(xr, x1, ph0, ph1, check);
+      } else {
+        for (i64 px = 0; px < p.SW; ++px) {  // columns pc = c*SW + px, pc = ix + PL
+          float* __restrict ph = row + px * Rp * pitch;
+          i64 ix = ((px - p.PL) % p.SW + p.SW) % p.SW;
+          for (i64 c = (ix + p.PL) / p.SW; ix < x1; ix += p.SW, ++c) {
+            ph[c] = xr[ix];
+            if (check) bad |= nonfinite_bits(xr[ix]);
+          }
+        }
+      }
+      if (++py == p.SH) py = 0, ++r;
+    }
+    return ok && bad == 0;
+  }
+  static std::uint32_t nonfinite_bits(float v) {
+    std::uint32_t u;
+    std::memcpy(&u, &v, 4);
+    return (u & 0x7f800000u) == 0x7f800000u;
+  }
+};
+
+// dy dilated by the stride and zero-padded for backward-data:
+// buf[OY0 + oy*SH][OX0 + ox*SW] = dy[oy][ox], zero elsewhere. Then
+// dx[iy][ix] = sum_t w[t] * buf[off[t] + iy*pitch + ix] with
+// off[(ky, kx)] = (OY0 + PT - ky*DH)*pitch + OX0 + PL - kx*DW >= 0.
+struct DilatedLayout {
+  i64 OY0, OX0, rows, pitch, size, L;
+  std::vector<i64> off;
+  bool ok;
+  explicit DilatedLayout(const Conv2dParams& p) : off(p.KH * p.KW) {
+    OY0 = std::max<i64>(0, (p.KH - 1) * p.DH - p.PT);
+    OX0 = std::max<i64>(0, (p.KW - 1) * p.DW - p.PL);
+    rows = OY0 + p.PT + p.H;
+    pitch = OX0 + p.PL + p.W;
+    L = (p.H * pitch + 7) & ~i64(7);
+    size = rows * pitch + pitch + kDwPad;
+    ok = p.PT >= 0 && p.PL >= 0 && size <= kDwMaxBuffer && L <= kDwMaxBuffer;
+    for (i64 ky = 0; ky < p.KH; ++ky)
+      for (i64 kx = 0; kx < p.KW; ++kx)
+        off[ky * p.KW + kx] = (OY0 + p.PT - ky * p.DH) * pitch + OX0 + p.PL - kx * p.DW;
+  }
+  void fill(const Conv2dParams& p, const DepthwiseF32* k, const float* dyp, float* buf) const {
+    // Columns at or past pitch are never read (and would wrap into the next row).
+    const i64 ox1 = std::min(p.OW, (pitch - OX0 + p.SW - 1) / p.SW);
+    const i64 oy1 = std::min(p.OH, (rows - OY0 + p.SH - 1) / p.SH);
+    if (p.SW == 1) {
+      k->copy2d(dyp, p.OW, buf + OY0 * pitch + OX0, p.SH * pitch, oy1, ox1, false);
+      return;
+    }
+    for (i64 oy = 0; oy < oy1; ++oy) {
+      const float* __restrict dr = dyp + oy * p.OW;
+      float* __restrict row = buf + (OY0 + oy * p.SH) * pitch + OX0;
+      for (i64 ox = 0; ox < ox1; ++ox) row[ox * p.SW] = dr[ox];
+    }
+  }
+};
+
+// Zeroed per-thread scratch: `count` buffers of the given sizes each.
+struct ThreadBuffers {
+  std::vector<float> all;
+  i64 stride;
+  ThreadBuffers(int nt, i64 per_thread) : all(std::size_t(nt) * per_thread, 0.0f), stride(per_thread) {}
+  float* mine() {
+#ifdef _OPENMP
+    return all.data() + std::size_t(omp_get_thread_num()) * stride;
+#else
+    return all.data();
+#endif
+  }
+};
+
+int simd_threads(const Conv2dParams& p, i64 units) {
+  const double work = 2.0 * p.N * p.OC * p.OHW() * p.KH * p.KW;
+  return (int)std::clamp<i64>(threads_for(work), 1, std::max<i64>(units, 1));
+}
+
+bool forward_simd(const Conv2dParams& p, const float* x, const float* w, const float* b,
+                  float* y) {
+  const DepthwiseF32* k = depthwise_f32();
+  if (!k) return false;
+  const PhaseLayout L(p);
+  if (!L.ok) return false;
+  const i64 mult = p.OC / p.C, OHW = p.OHW(), KK = p.KH * p.KW, planes = p.N * p.C;
+  const int nt = simd_threads(p, planes);
+  ThreadBuffers tb(nt, L.size + L.L + kDwPad);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    float* buf = tb.mine();
+    float* out = buf + L.size;
+#pragma omp for schedule(static)
+    for (i64 i = 0; i < planes; ++i) {
+      const i64 n = i / p.C, c = i % p.C;
+      L.fill(p, k, x + i * p.H * p.W, buf, false);
+      for (i64 m = 0; m < mult; ++m) {
+        const i64 oc = c * mult + m;
+        const float bias = b ? b[oc] : 0.0f;
+        float* yp = y + (n * p.OC + oc) * OHW;
+        if (p.OW >= 32) {
+          k->rows(buf, L.pitch, L.off.data(), w + oc * KK, (int)KK, bias, false, yp, p.OW, p.OH, p.OW);
+        } else {
+          k->flat(buf, L.off.data(), w + oc * KK, (int)KK, bias, false, out, L.L);
+          k->copy2d(out, L.pitch, yp, p.OW, p.OH, p.OW, false);
+        }
+      }
+    }
+  }
+  return true;
+}
+
+bool backward_data_simd(const Conv2dParams& p, const float* dy, const float* w, float* dx) {
+  const DepthwiseF32* k = depthwise_f32();
+  if (!k) return false;
+  const DilatedLayout L(p);
+  if (!L.ok) return false;
+  const i64 mult = p.OC / p.C, OHW = p.OHW(), KK = p.KH * p.KW, planes = p.N * p.C;
+  // A zero-padded dy turns an inf/NaN weight into NaN where the direct
+  // scatter adds nothing; such weights take the portable loops.
+  for (i64 i = 0; i < p.OC * KK; ++i)
+    if (!std::isfinite(w[i])) return false;
+  const int nt = simd_threads(p, planes);
+  ThreadBuffers tb(nt, L.size + L.L + kDwPad);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    float* buf = tb.mine();
+    float* out = buf + L.size;
+#pragma omp for schedule(static)
+    for (i64 i = 0; i < planes; ++i) {
+      const i64 n = i / p.C, c = i % p.C;
+      for (i64 m = 0; m < mult; ++m) {
+        const i64 oc = c * mult + m;
+        L.fill(p, k, dy + (n * p.OC + oc) * OHW, buf);
+        k->flat(buf, L.off.data(), w + oc * KK, (int)KK, 0.0f, m > 0, out, L.L);
+      }
+      k->copy2d(out, L.pitch, dx + i * p.H * p.W, p.W, p.H, p.W, false);
+    }
+  }
+  return true;
+}
+
+// dy rows are spread to the phase pitch (zeros between them), so the flat
+// dot products pair each dy with its taps; the dropped columns multiply
+// zeros by x values, which is only exact while x is finite: a plane with an
+// inf or NaN takes the row kernel, whose tails are masked.
+bool backward_weight_simd(const Conv2dParams& p, const float* dy, const float* x, float* dw) {
+  const DepthwiseF32* k = depthwise_f32();
+  if (!k) return false;
+  const PhaseLayout L(p);
+  if (!L.ok) return false;
+  const i64 mult = p.OC / p.C, OHW = p.OHW(), KK = p.KH * p.KW;
+  const int nt = simd_threads(p, p.OC);
+  ThreadBuffers tb(nt, L.size + L.L + kDwPad);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    float* buf = tb.mine();
+    float* d = buf + L.size;
+    std::vector<double> g(static_cast<std::size_t>(KK));
+#pragma omp for schedule(static)
+    for (i64 oc = 0; oc < p.OC; ++oc) {
+      const i64 c = oc / mult;
+      std::fill(g.begin(), g.end(), 0.0);
+      for (i64 n = 0; n < p.N; ++n) {
+        const float* dyp = dy + (n * p.OC + oc) * OHW;
+        if (L.fill(p, k, x + (n * p.C + c) * p.H * p.W, buf, true)) {
+          k->copy2d(dyp, p.OW, d, L.pitch, p.OH, p.OW, false);
+          k->flat_wgrad(buf, L.off.data(), (int)KK, d, L.L, g.data());
+        } else {
+          k->wgrad(buf, L.pitch, L.off.data(), (int)KK, dyp, p.OW, p.OH, p.OW, g.data());
+        }
+      }
+      for (i64 t = 0; t < KK; ++t) dw[oc * KK + t] = float(g[t]);
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+const DepthwiseF32* depthwise_f32() {
+#if defined(PYCONV_X86)
+  if (active_isa() != Isa::ref && cpu_supports(Isa::avx2)) return &depthwise_f32_avx2;
+#endif
+  return nullptr;
+}
+
+template <typename T>
+void depthwise_forward(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y) {
+  if constexpr (std::is_same_v<T, float>)
+    if (forward_simd(p, x, w, b, y)) return;
+  forward_portable(p, x, w, b, y);
+}
+
+template <typename T>
+void depthwise_backward_data(const Conv2dParams& p, const T* dy, const T* w, T* dx) {
+  if constexpr (std::is_same_v<T, float>)
+    if (backward_data_simd(p, dy, w, dx)) return;
+  backward_data_portable(p, dy, w, dx);
+}
+
+template <typename T>
+void depthwise_backward_weight(const Conv2dParams& p, const T* dy, const T* x, T* dw) {
+  if constexpr (std::is_same_v<T, float>)
+    if (backward_weight_simd(p, dy, x, dw)) return;
+  backward_weight_portable(p, dy, x, dw);
 }
 
 #define PYCONV_DW_INSTANTIATE(T)                                                              \

@@ -1,0 +1,293 @@
+// depthwise_avx2.cpp - the AVX2+FMA DepthwiseF32 table (compiled with -mavx2
+// -mfma only here; everything but the table is in an anonymous namespace so
+// no AVX2 code leaks into the portable paths). See depthwise.h for the
+// contract of the two kernels.
+//
+// rows: register tiles of 4 output rows x 16 columns (8 accumulators, so
+// the FMA latency is hidden); each tap broadcasts its weight once per tile.
+// Column tails use masked stores; their loads stay inside the caller's
+// buffer (it has a slack of kDwSlack floats), and lanes past n are dropped.
+// wgrad: one accumulator per tap (up to 12 taps per pass), dy loaded once
+// per vector and reused by every tap; tails load both operands masked, so a
+// non-finite value past the row never meets a zero. Partial sums are folded
+// into double every 8 rows, in a fixed order.
+#include <immintrin.h>
+
+#include "ops/depthwise.h"
+
+namespace pyconv {
+namespace {
+
+using V = __m256;
+
+inline __m256i tail_mask(i64 n) {  // lanes [0, n) set, 0 < n < 8
+  alignas(32) static const int bits[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bits + 8 - n));
+}
+
+// One tile: RB rows x NV vectors at out (row pitch ldo), sources at
+// src + off[t] (row pitch pitch). mask != nullptr: the last vector is a tail.
+template <int RB, int NV>
+inline void rows_tile(const float* src, i64 pitch, const i64* off, const float* w, int taps,
+                      float bias, bool accumulate, float* out, i64 ldo, const __m256i* mask) {
+  V acc[RB][NV];
+  for (int r = 0; r < RB; ++r)
+    for (int v = 0; v < NV; ++v) {
+      float* o = out + r * ldo + 8 * v;
+      if (!accumulate)
+        acc[r][v] = _mm256_set1_ps(bias);
+      else if (mask && v == NV - 1)
+        acc[r][v] = _mm256_maskload_ps(o, *mask);
+      else
+        acc[r][v] = _mm256_loadu_ps(o);
+    }
+  for (int t = 0; t < taps; ++t) {
+    const V wv = _mm256_broadcast_ss(w + t);
+    const float* s = src + off[t];
+    for (int r = 0; r < RB; ++r)
+      for (int v = 0; v < NV; ++v)
+        acc[r][v] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(s + r * pitch + 8 * v), acc[r][v]);
+  }
+  for (int r = 0; r < RB; ++r)
+    for (int v = 0; v < NV; ++v) {
+      float* o = out + r * ldo + 8 * v;
+      if (mask && v == NV - 1) {  // masked stores are slow on AMD cores
+        alignas(32) float tmp[8];
+        alignas(32) int lanes[8];
+        _mm256_store_ps(tmp, acc[r][v]);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), *mask);
+        for (int l = 0; l < 8 && lanes[l]; ++l) o[l] = tmp[l];
+      } else {
+        _mm256_storeu_ps(o, acc[r][v]);
+      }
+    }
+}
+
+template <int RB>
+inline void rows_block(const float* src, i64 pitch, const i64* off, const float* w, int taps,
+                       float bias, bool accumulate, float* out, i64 ldo, i64 n) {
+  i64 c = 0;
+  for (; c + 16 <= n; c += 16)
+    rows_tile<RB, 2>(src + c, pitch, off, w, taps, bias, accumulate, out + c, ldo, nullptr);
+  const i64 rest = n - c;
+  if (rest == 0) return;
+  if (rest > 8) {
+    const __m256i m = tail_mask(rest - 8);
+    rows_tile<RB, 2>(src + c, pitch, off, w, taps, bias, accumulate, out + c, ldo, &m);
+  } else if (rest == 8) {
+    rows_tile<RB, 1>(src + c, pitch, off, w, taps, bias, accumulate, out + c, ldo, nullptr);
+  } else {
+    const __m256i m = tail_mask(rest);
+    rows_tile<RB, 1>(src + c, pitch, off, w, taps, bias, accumulate, out + c, ldo, &m);
+  }
+}
+
+void rows_f32(const float* src, i64 pitch, const i64* off, const float* w, int taps, float bias,
+              bool accumulate, float* out, i64 ldo, i64 R, i64 n) {
+  i64 r = 0;
+  for (; r + 4 <= R; r += 4)
+    rows_block<4>(src + r * pitch, pitch, off, w, taps, bias, accumulate, out + r * ldo, ldo, n);
+  for (; r < R; ++r)
+    rows_block<1>(src + r * pitch, pitch, off, w, taps, bias, accumulate, out + r * ldo, ldo, n);
+}
+
+// Sum of the 8 lanes in double, lanes 0..7 in a fixed tree.
+inline double hsum_pd(V v) {
+  const __m256d a = _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)),
+                                  _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+  __m128d s = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+  s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
+  return _mm_cvtsd_f64(s);
+}
+
+template <int TC>
+void wgrad_taps(const float* src, i64 pitch, const i64* off, const float* dy, i64 ldd, i64 R,
+                i64 n, double* g) {
+  const i64 nfull = n & ~i64(7);
+  const __m256i m = tail_mask(n - nfull > 0 ? n - nfull : 1);
+  for (i64 r0 = 0; r0 < R; r0 += 8) {
+    const i64 r1 = r0 + 8 < R ? r0 + 8 : R;
+    V acc[TC];
+    for (int t = 0; t < TC; ++t) acc[t] = _mm256_setzero_ps();
+    for (i64 r = r0; r < r1; ++r) {
+      const float* d = dy + r * ldd;
+      const float* s = src + r * pitch;
+      for (i64 c = 0; c < nfull; c += 8) {
+        const V dv = _mm256_loadu_ps(d + c);
+        for (int t = 0; t < TC; ++t)
+          acc[t] = _mm256_fmadd_ps(dv, _mm256_loadu_ps(s + off[t] + c), acc[t]);
+      }
+      if (nfull < n) {
+        const V dv = _mm256_maskload_ps(d + nfull, m);
+        for (int t = 0; t < TC; ++t)
+          acc[t] = _mm256_fmadd_ps(dv, _mm256_maskload_ps(s + off[t] + nfull, m), acc[t]);
+      }
+    }
+    for (int t = 0; t < TC; ++t) g[t] += hsum_pd(acc[t]);
+  }
+}
+
+void wgrad_f32(const float* src, i64 pitch, const i64* off, int taps, const float* dy, i64 ldd,
+               i64 R, i64 n, double* g) {
+  int t = 0;
+  for (; t + 12 <= taps; t += 12) wgrad_taps<12>(src, pitch, off + t, dy, ldd, R, n, g + t);
+  switch (taps - t) {
+#define PYCONV_DW_CASE(k) \
+  case k:                 \
+    return wgrad_taps<k>(src, pitch, off + t, dy, ldd, R, n, g + t);
+    PYCONV_DW_CASE(1)
+    PYCONV_DW_CASE(2)
+    PYCONV_DW_CASE(3)
+    PYCONV_DW_CASE(4)
+    PYCONV_DW_CASE(5)
+    PYCONV_DW_CASE(6)
+    PYCONV_DW_CASE(7)
+    PYCONV_DW_CASE(8)
+    PYCONV_DW_CASE(9)
+    PYCONV_DW_CASE(10)
+    PYCONV_DW_CASE(11)
+#undef PYCONV_DW_CASE
+    default:
+      return;
+  }
+}
+
+
+// ---- flat kernels: one long row over a whole plane (see depthwise.h) ----
+
+template <int NV>
+inline void flat_tile(const float* src, const i64* off, const float* w, int taps, float bias,
+                      bool accumulate, float* out) {
+  V acc[NV];
+  for (int v = 0; v < NV; ++v)
+    acc[v] = accumulate ? _mm256_loadu_ps(out + 8 * v) : _mm256_set1_ps(bias);
+  for (int t = 0; t < taps; ++t) {
+    const V wv = _mm256_broadcast_ss(w + t);
+    const float* s = src + off[t];
+    for (int v = 0; v < NV; ++v) acc[v] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(s + 8 * v), acc[v]);
+  }
+  for (int v = 0; v < NV; ++v) _mm256_storeu_ps(out + 8 * v, acc[v]);
+}
+
+void flat_f32(const float* src, const i64* off, const float* w, int taps, float bias,
+              bool accumulate, float* out, i64 L) {
+  i64 j = 0;
+  for (; j + 64 <= L; j += 64) flat_tile<8>(src + j, off, w, taps, bias, accumulate, out + j);
+  for (; j + 32 <= L; j += 32) flat_tile<4>(src + j, off, w, taps, bias, accumulate, out + j);
+  for (; j < L; j += 8) flat_tile<1>(src + j, off, w, taps, bias, accumulate, out + j);
+}
+
+template <int TC>
+void flat_wgrad_taps(const float* src, const i64* off, const float* d, i64 L, double* g) {
+  for (i64 j0 = 0; j0 < L; j0 += 1024) {
+    const i64 j1 = j0 + 1024 < L ? j0 + 1024 : L;
+    V acc[TC];
+    for (int t = 0; t < TC; ++t) acc[t] = _mm256_setzero_ps();
+    for (i64 j = j0; j < j1; j += 8) {
+      const V dv = _mm256_loadu_ps(d + j);
+      for (int t = 0; t < TC; ++t)
+        acc[t] = _mm256_fmadd_ps(dv, _mm256_loadu_ps(src + off[t] + j), acc[t]);
+    }
+    for (int t = 0; t < TC; ++t) g[t] += hsum_pd(acc[t]);
+  }
+}
+
+void flat_wgrad_f32(const float* src, const i64* off, int taps, const float* d, i64 L, double* g) {
+  int t = 0;
+  for (; t + 12 <= taps; t += 12) flat_wgrad_taps<12>(src, off + t, d, L, g + t);
+  switch (taps - t) {
+#define PYCONV_DW_CASE(k) \
+  case k:                 \
+    return flat_wgrad_taps<k>(src, off + t, d, L, g + t);
+    PYCONV_DW_CASE(1)
+    PYCONV_DW_CASE(2)
+    PYCONV_DW_CASE(3)
+    PYCONV_DW_CASE(4)
+    PYCONV_DW_CASE(5)
+    PYCONV_DW_CASE(6)
+    PYCONV_DW_CASE(7)
+    PYCONV_DW_CASE(8)
+    PYCONV_DW_CASE(9)
+    PYCONV_DW_CASE(10)
+    PYCONV_DW_CASE(11)
+#undef PYCONV_DW_CASE
+    default:
+      return;
+  }
+}
+
+
+// ---- data movement --------------------------------------------------------
+
+inline V nonfinite(V v) {  // all-ones lanes where v is inf or NaN
+  const V absv = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
+  return _mm256_cmp_ps(absv, _mm256_set1_ps(__builtin_inff()), _CMP_NLT_UQ);
+}
+
+// Masked stores are slow on AMD cores, so a row's tail is one more full
+// vector ending at the row's end (rewriting a few equal values), or scalars
+// when the row is shorter than a vector.
+template <bool Check>
+bool copy2d_impl(const float* src, i64 sp, float* dst, i64 dp, i64 R, i64 n) {
+  V bad = _mm256_setzero_ps();
+  bool ok = true;
+  for (i64 r = 0; r < R; ++r) {
+    const float* s = src + r * sp;
+    float* d = dst + r * dp;
+    if (n < 8) {
+      for (i64 c = 0; c < n; ++c) {
+        d[c] = s[c];
+        if (Check && !(s[c] - s[c] == 0.0f)) ok = false;
+      }
+      continue;
+    }
+    for (i64 c = 0;; c += 8) {
+      if (c > n - 8) c = n - 8;
+      const V v = _mm256_loadu_ps(s + c);
+      if (Check) bad = _mm256_or_ps(bad, nonfinite(v));
+      _mm256_storeu_ps(d + c, v);
+      if (c == n - 8) break;
+    }
+  }
+  return ok && _mm256_movemask_ps(bad) == 0;
+}
+
+bool copy2d_f32(const float* src, i64 sp, float* dst, i64 dp, i64 R, i64 n, bool check) {
+  return check ? copy2d_impl<true>(src, sp, dst, dp, R, n) : copy2d_impl<false>(src, sp, dst, dp, R, n);
+}
+
+// even[c] = src[2c] (c < (n+1)/2), odd[c] = src[2c+1] (c < n/2).
+bool split2_f32(const float* src, i64 n, float* even, float* odd, bool check) {
+  V bad = _mm256_setzero_ps();
+  bool ok = true;
+  i64 i = 0;
+  if (n >= 16) {
+    for (;; i += 16) {
+      if (i > n - 16) i = (n - 16) & ~i64(1);  // a last, overlapping block at an even start
+      const V a = _mm256_loadu_ps(src + i), b = _mm256_loadu_ps(src + i + 8);
+      if (check) bad = _mm256_or_ps(bad, _mm256_or_ps(nonfinite(a), nonfinite(b)));
+      // within lanes: [a0 a2 b0 b2 | a4 a6 b4 b6], then 64-bit blocks reordered
+      const V e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+      const V o = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+      _mm256_storeu_ps(even + i / 2,
+                       _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)));
+      _mm256_storeu_ps(odd + i / 2,
+                       _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8)));
+      if (i + 16 >= n - 1) break;
+    }
+    i += 16;
+  }
+  for (; i < n; ++i) {
+    const float v = src[i];
+    if (check && !(v - v == 0.0f)) ok = false;
+    ((i & 1) ? odd : even)[i >> 1] = v;
+  }
+  return ok && _mm256_movemask_ps(bad) == 0;
+}
+
+}  // namespace
+
+const DepthwiseF32 depthwise_f32_avx2 = {"depthwise_f32__avx2", rows_f32, wgrad_f32, flat_f32, flat_wgrad_f32,
+                                             copy2d_f32, split2_f32};
+
+}  // namespace pyconv
