@@ -19,6 +19,7 @@
 #include "ops/pad.h"
 #include "ops/membench.h"
 #include "ops/pool2d.h"
+#include "ops/winograd.h"
 
 namespace py = pybind11;
 using namespace pyconv;
@@ -747,6 +748,8 @@ PYBIND11_MODULE(_C, m) {
   });
   m.def("get_isa", [] { return std::string(isa_name(active_isa())); });
   m.def("set_isa", [](const std::string& name) { set_active_isa(parse_isa(name)); }, py::arg("isa"));
+  m.def("get_winograd", [] { return g_winograd_enabled.load(); });
+  m.def("set_winograd", [](bool on) { g_winograd_enabled.store(on); }, py::arg("enabled"));
   m.def("get_num_threads", &get_num_threads);
   m.def("in_forked_child", &in_forked_child);
   m.def("set_num_threads", [](int n) {

@@ -37,6 +37,8 @@ __all__ = list(functional.__all__) + [
     "set_num_threads",
     "get_isa",
     "set_isa",
+    "get_winograd",
+    "set_winograd",
     "supported_isas",
     "__version__",
 ]
@@ -96,6 +98,23 @@ def set_isa(isa: str) -> None:
     _C.set_isa(isa)
 
 
+def get_winograd() -> bool:
+    """Whether float32 3x3 stride-1 convolutions may use Winograd F(2x2, 3x3)."""
+    return _C.get_winograd()
+
+
+def set_winograd(enabled: bool) -> None:
+    """Allow (True, the default) or forbid Winograd F(2x2, 3x3) for float32
+    3x3, stride-1, dilation-1, ungrouped convolutions with >= 16 input and
+    output channels (forward and backward-data). Off, those run as implicit
+    GEMM like every other shape: useful to compare algorithms, or when the
+    ~2x larger rounding error of Winograd matters. Process-wide.
+    """
+    if not isinstance(enabled, (bool, int)) or isinstance(enabled, float):
+        raise TypeError(f"set_winograd: enabled must be a bool, got {type(enabled).__name__}")
+    _C.set_winograd(bool(enabled))
+
+
 def config() -> dict:
     """What pyconv is running with: ISA, kernels, threads and build."""
     info = dict(_C.build_info())
@@ -104,6 +123,7 @@ def config() -> dict:
         "isa": _C.get_isa(),
         "supported_isas": list(_C.supported_isas()),
         "num_threads": _C.get_num_threads(),
+        "winograd": _C.get_winograd(),
         "sgemm_kernel": dict(_C.gemm_kernel_info("float32")),
         "dgemm_kernel": dict(_C.gemm_kernel_info("float64")),
         "compiler": info["compiler"],

@@ -14,6 +14,7 @@
 #include "ops/conv2d.h"
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #ifdef _OPENMP
@@ -22,10 +23,12 @@
 inline int omp_get_thread_num() { return 0; }
 #endif
 
+#include "cpu/cpuinfo.h"
 #include "cpu/parallel.h"
 #include "gemm/gemm.h"
 #include "ops/depthwise.h"
 #include "ops/im2col.h"
+#include "ops/winograd.h"
 
 namespace pyconv {
 namespace {
@@ -315,44 +318,69 @@ void forward_all(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y
 
 }  // namespace
 
+bool winograd_forward_f32(const Conv2dParams& p, const float* x, const float* w, const float* b,
+                          float* y) {
+#if defined(PYCONV_X86)
+  if (active_isa() != Isa::ref && cpu_supports(Isa::avx2))
+    return winograd_forward_f32_avx2(p, x, w, b, y);
+#endif
+  return false;
+}
+
 template <typename T>
 void conv2d_forward(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y) {
   p.validate();
   if (is_depthwise(p)) return depthwise_forward(p, x, w, b, y);
+  if constexpr (std::is_same_v<T, float>)
+    if (g_winograd_enabled.load(std::memory_order_relaxed) && winograd_shape(p) &&
+        winograd_forward_f32(p, x, w, b, y))
+      return;
   forward_all(p, x, w, b, y);
+}
+
+// The flipped, group-transposed weights of backward-data as a forward
+// convolution: wt[g][c][o][KK-1-t] = w[g][o][c][t].
+template <typename T>
+const T* transposed_weights(const Conv2dParams& p, const T* w) {
+  const i64 Cg = p.Cg(), OCg = p.OCg(), KK = p.KH * p.KW;
+  // Kept between calls (page faults on a fresh 9 MB buffer cost more than
+  // the transpose); not zero-filled: every element is written below.
+  T* wt = static_cast<T*>(t_weights.reserve(checked_bytes(p.OC * Cg, KK, sizeof(T))));
+  // Writes stream; the strided reads revisit the same OCg cache lines for
+  // consecutive c, which stay in L2.
+  for (i64 g = 0; g < p.G; ++g)
+    for (i64 c = 0; c < Cg; ++c) {
+      T* d = wt + (g * Cg + c) * OCg * KK;
+      for (i64 o = 0; o < OCg; ++o, d += KK) {
+        const T* src = w + ((g * OCg + o) * Cg + c) * KK;
+        for (i64 t = 0; t < KK; ++t) d[t] = src[KK - 1 - t];
+      }
+    }
+  return wt;
 }
 
 template <typename T>
 void conv2d_backward_data(const Conv2dParams& p, const T* dy, const T* w, T* dx) {
   p.validate();
   if (is_depthwise(p)) return depthwise_backward_data(p, dy, w, dx);
+  // Stride 1: dx is a forward convolution of dy with the flipped,
+  // group-transposed weights and padding d*(k-1) - pad (which may be
+  // negative): no col2im scatter. (With few input channels per group the
+  // GEMM's m = C/G would waste most of each register tile; col2im over
+  // m = C/G*KH*KW is better there.)
+  const bool as_forward = p.SH == 1 && p.SW == 1 && !p.is_pointwise() && p.Cg() >= 8;
+  Conv2dParams q = p;
+  q.C = p.OC; q.H = p.OH; q.W = p.OW;
+  q.OC = p.C; q.OH = p.H; q.OW = p.W;
+  q.PT = p.DH * (p.KH - 1) - p.PT;
+  q.PL = p.DW * (p.KW - 1) - p.PL;
+  if constexpr (std::is_same_v<T, float>)
+    if (as_forward && g_winograd_enabled.load(std::memory_order_relaxed) && winograd_shape(q) &&
+        winograd_forward_f32(q, dy, transposed_weights(p, w), nullptr, dx))
+      return;
   if (use_batched(p)) return backward_data_batched(p, dy, w, dx);
-  // (With few input channels per group the GEMM's m = C/G would waste most
-  // of each register tile; col2im over m = C/G*KH*KW is better there.)
-  if (p.SH == 1 && p.SW == 1 && !p.is_pointwise() && p.Cg() >= 8) {
-    // Stride 1: dx is a forward convolution of dy with the flipped,
-    // group-transposed weights and padding d*(k-1) - pad (which may be
-    // negative): no col2im scatter.
-    const i64 Cg = p.Cg(), OCg = p.OCg(), KK = p.KH * p.KW;
-    // Kept between calls (page faults on a fresh 9 MB buffer cost more than
-    // the transpose); not zero-filled: every element is written below.
-    T* wt = static_cast<T*>(t_weights.reserve(checked_bytes(p.OC * Cg, KK, sizeof(T))));
-    // Writes stream; the strided reads revisit the same OCg cache lines for
-    // consecutive c, which stay in L2.
-    for (i64 g = 0; g < p.G; ++g)
-      for (i64 c = 0; c < Cg; ++c) {
-        T* d = wt + (g * Cg + c) * OCg * KK;
-        for (i64 o = 0; o < OCg; ++o, d += KK) {
-          const T* src = w + ((g * OCg + o) * Cg + c) * KK;
-          for (i64 t = 0; t < KK; ++t) d[t] = src[KK - 1 - t];
-        }
-      }
-    Conv2dParams q = p;
-    q.C = p.OC; q.H = p.OH; q.W = p.OW;
-    q.OC = p.C; q.OH = p.H; q.OW = p.W;
-    q.PT = p.DH * (p.KH - 1) - p.PT;
-    q.PL = p.DW * (p.KW - 1) - p.PL;
-    forward_all<T>(q, dy, wt, static_cast<const T*>(nullptr), dx);
+  if (as_forward) {
+    forward_all<T>(q, dy, transposed_weights(p, w), static_cast<const T*>(nullptr), dx);
     return;
   }
   const i64 rows = band_rows(p);

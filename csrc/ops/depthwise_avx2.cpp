@@ -14,6 +14,7 @@
 #include <immintrin.h>
 
 #include "ops/depthwise.h"
+#include "ops/simd_avx2.h"
 
 namespace pyconv {
 namespace {
@@ -219,10 +220,7 @@ void flat_wgrad_f32(const float* src, const i64* off, int taps, const float* d, 
 
 // ---- data movement --------------------------------------------------------
 
-inline V nonfinite(V v) {  // all-ones lanes where v is inf or NaN
-  const V absv = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
-  return _mm256_cmp_ps(absv, _mm256_set1_ps(__builtin_inff()), _CMP_NLT_UQ);
-}
+inline V nonfinite(V v) { return outside(v, _mm256_set1_ps(__builtin_inff())); }
 
 // Masked stores are slow on AMD cores, so a row's tail is one more full
 // vector ending at the row's end (rewriting a few equal values), or scalars
@@ -256,33 +254,8 @@ bool copy2d_f32(const float* src, i64 sp, float* dst, i64 dp, i64 R, i64 n, bool
   return check ? copy2d_impl<true>(src, sp, dst, dp, R, n) : copy2d_impl<false>(src, sp, dst, dp, R, n);
 }
 
-// even[c] = src[2c] (c < (n+1)/2), odd[c] = src[2c+1] (c < n/2).
 bool split2_f32(const float* src, i64 n, float* even, float* odd, bool check) {
-  V bad = _mm256_setzero_ps();
-  bool ok = true;
-  i64 i = 0;
-  if (n >= 16) {
-    for (;; i += 16) {
-      if (i > n - 16) i = (n - 16) & ~i64(1);  // a last, overlapping block at an even start
-      const V a = _mm256_loadu_ps(src + i), b = _mm256_loadu_ps(src + i + 8);
-      if (check) bad = _mm256_or_ps(bad, _mm256_or_ps(nonfinite(a), nonfinite(b)));
-      // within lanes: [a0 a2 b0 b2 | a4 a6 b4 b6], then 64-bit blocks reordered
-      const V e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
-      const V o = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
-      _mm256_storeu_ps(even + i / 2,
-                       _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)));
-      _mm256_storeu_ps(odd + i / 2,
-                       _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8)));
-      if (i + 16 >= n - 1) break;
-    }
-    i += 16;
-  }
-  for (; i < n; ++i) {
-    const float v = src[i];
-    if (check && !(v - v == 0.0f)) ok = false;
-    ((i & 1) ? odd : even)[i >> 1] = v;
-  }
-  return ok && _mm256_movemask_ps(bad) == 0;
+  return split2_avx2(src, n, even, odd, check, __builtin_inff());
 }
 
 }  // namespace

@@ -1,0 +1,51 @@
+// simd_avx2.h - small AVX2 helpers shared by the ops' *_avx2.cpp files.
+// Include it only from files compiled with -mavx2 -mfma; everything here is
+// inline in an anonymous namespace, so no AVX2 code reaches portable objects.
+#pragma once
+#include <immintrin.h>
+
+#include "common.h"
+
+namespace pyconv {
+namespace {
+
+// All-ones lanes where |v| >= limit or v is NaN (limit = inf: non-finite).
+inline __m256 outside(__m256 v, __m256 limit) {
+  const __m256 absv = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
+  return _mm256_cmp_ps(absv, limit, _CMP_NLT_UQ);
+}
+
+// even[c] = src[2c], odd[c] = src[2c + 1] for the n elements of src.
+// With check, returns false if some |src[i]| >= limit or is NaN.
+inline bool split2_avx2(const float* src, i64 n, float* even, float* odd, bool check,
+                        float limit) {
+  const __m256 lim = _mm256_set1_ps(limit);
+  __m256 bad = _mm256_setzero_ps();
+  bool ok = true;
+  i64 i = 0;
+  if (n >= 16) {
+    for (;; i += 16) {
+      if (i > n - 16) i = (n - 16) & ~i64(1);  // a last, overlapping block at an even start
+      const __m256 a = _mm256_loadu_ps(src + i), b = _mm256_loadu_ps(src + i + 8);
+      if (check) bad = _mm256_or_ps(bad, _mm256_or_ps(outside(a, lim), outside(b, lim)));
+      // within lanes: [a0 a2 b0 b2 | a4 a6 b4 b6], then 64-bit blocks reordered
+      const __m256 e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+      const __m256 o = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+      _mm256_storeu_ps(even + i / 2,
+                       _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)));
+      _mm256_storeu_ps(odd + i / 2,
+                       _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8)));
+      if (i + 16 >= n - 1) break;
+    }
+    i += 16;
+  }
+  for (; i < n; ++i) {
+    const float v = src[i];
+    if (check && !(v < limit && v > -limit)) ok = false;
+    ((i & 1) ? odd : even)[i >> 1] = v;
+  }
+  return ok && _mm256_movemask_ps(bad) == 0;
+}
+
+}  // namespace
+}  // namespace pyconv

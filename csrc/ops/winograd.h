@@ -1,0 +1,50 @@
+// winograd.h - float32 3x3 stride-1 convolution by Winograd F(2x2, 3x3)
+// (Lavin & Gray 2016): 16 multiplies per 2x2 output tile instead of 36.
+//
+//   y = A^T [ (G g G^T) (.) (B^T d B) ] A   per 4x4 input tile d, 2x2 output
+//
+// Tiles are processed in blocks: the input transform writes V[16][C][tiles],
+// 16 GEMMs M_xi[OC][tiles] = U_xi[OC][C] * V_xi[C][tiles] run on the packed
+// micro-kernels (U packed once per call), and the output transform adds the
+// bias and writes y. Every output is computed the same way whatever the
+// thread count (threads split channels, GEMM panels and output channels of
+// a block, never a reduction), so results are bit-identical at 1 and N
+// threads.
+//
+// Accuracy: the transforms use only 0, +-1/2 and +-1, so the error is within
+// ~2x that of the direct sum (tests check the float32 tolerance). Values of
+// magnitude >= 2^40, inf and NaN would not cancel the way the direct sum
+// does (inf - inf = NaN in other outputs of the tile), so such inputs or
+// weights make the call decline and the direct path runs.
+#pragma once
+#include <atomic>
+
+#include "common.h"
+
+namespace pyconv {
+
+// Process-wide switch (pyconv.set_winograd): on by default.
+inline std::atomic<bool> g_winograd_enabled{true};
+
+// The shapes Winograd runs for: 3x3, stride 1, dilation 1, one group,
+// non-negative padding, and enough channels and 2x2 output tiles that the
+// transforms pay (the weight transform costs about as much as the GEMMs
+// save on 16 tiles: ResNet's 7x7 maps at batch 1).
+inline bool winograd_shape(const Conv2dParams& p) {
+  return p.KH == 3 && p.KW == 3 && p.SH == 1 && p.SW == 1 && p.DH == 1 && p.DW == 1 &&
+         p.G == 1 && p.PT >= 0 && p.PL >= 0 && p.C >= 16 && p.OC >= 16 &&
+         p.N * ((p.OH + 1) / 2) * ((p.OW + 1) / 2) >= 32;
+}
+
+// Runs y = conv2d(x, w, b) (b nullable) for a winograd_shape(p) and returns
+// true, or returns false without a result (y possibly partly written) when
+// the active ISA has no kernel for it or a value is out of range (above).
+bool winograd_forward_f32(const Conv2dParams& p, const float* x, const float* w, const float* b,
+                          float* y);
+
+#if defined(PYCONV_X86)
+bool winograd_forward_f32_avx2(const Conv2dParams& p, const float* x, const float* w,
+                               const float* b, float* y);
+#endif
+
+}  // namespace pyconv

@@ -1,0 +1,402 @@
+// winograd_avx2.cpp - Winograd F(2x2, 3x3) for float32 with AVX2+FMA
+// transforms (compiled with -mavx2 -mfma only here) and the active GEMM
+// micro-kernel. See winograd.h for the method and its contract.
+//
+// Layout, per call:
+//   XS  [N][C][Hp][2][RL]  the zero-padded input, each row split into its
+//       even and odd columns, so the four columns of every tile in a row of
+//       tiles are unit-stride vectors: tile tx reads E[tx], O[tx], E[tx+1],
+//       O[tx+1] (8 tiles per vector).
+//   Upk [16][kblocks][OC/MR][kc][MR]  the transformed weights, packed as the
+//       micro-kernel's A panels (once per call).
+// Per block of tiles (whole tile rows or parts, across images):
+//   V   [16][C][TBp]  transformed input tiles (rows read in place by the
+//       row-offset micro-kernel, no packing);
+//   M   [16][OCp][TBp]  the 16 GEMM products.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "cpu/parallel.h"
+#include "gemm/gemm.h"
+#include "ops/simd_avx2.h"
+#include "ops/winograd.h"
+
+namespace pyconv {
+namespace {
+
+using V8 = __m256;
+
+// Inputs and weights of magnitude >= 2^40 decline (see winograd.h): below
+// it no intermediate can overflow float for any channel count we accept.
+constexpr float kLimit = 1099511627776.0f;  // 2^40
+
+thread_local AlignedBuffer t_xs, t_u, t_v, t_m;  // owned by the calling thread
+
+struct Geometry {
+  i64 TH, TW, Hp, RL, plane, T;  // tiles, padded split rows, floats per (n, c) plane
+  i64 MR, NR, OCp, MP, KC, NKB;  // GEMM blocking
+  i64 TB, TBp;                   // tiles per block, V/M row length
+  explicit Geometry(const Conv2dParams& p, const GemmKernel<float>& K) {
+    TH = (p.OH + 1) / 2;
+    TW = (p.OW + 1) / 2;
+    Hp = 2 * TH + 2;
+    RL = (TW + 9 + 7) & ~i64(7);  // E[0..TW] plus an 8-lane over-read
+    plane = Hp * 2 * RL;
+    T = p.N * TH * TW;
+    MR = K.mr;
+    NR = K.nr;
+    OCp = (p.OC + MR - 1) / MR * MR;
+    MP = OCp / MR;
+    const i64 kblocks = (p.C + K.kc - 1) / K.kc;  // equal k blocks (as the GEMM does)
+    KC = (p.C + kblocks - 1) / kblocks;
+    NKB = (p.C + KC - 1) / KC;
+    // Per block, all of Upk (16 * OC * C floats) streams through the GEMMs
+    // once and V (16 * C * TB) is written and read back: TB ~ 4 * OC keeps
+    // the first to a quarter of the second. V stays between 512 KiB (L2)
+    // and 4 MiB (L3), so that each V_xi is L2-resident while the A panels of
+    // xi pass over it.
+    TB = std::clamp<i64>(4 * p.OC, 8192 / p.C, 65536 / p.C);
+    TB = std::max<i64>(NR, TB / NR * NR);
+    TB = std::min<i64>(TB, (T + NR - 1) / NR * NR);
+    TBp = TB + 16;  // the input transform writes up to 8 lanes past a block
+    // Per-xi strides of Upk, V and M: the 16 arrays are read or written
+    // together, so their starts are staggered by 64 bytes modulo 4 KiB
+    // (equal low address bits would put all 16 streams in one L1 set).
+    us = stagger(NKB * MP * KC * MR);
+    vs = stagger(p.C * TBp);
+    ms = stagger(OCp * TBp);
+  }
+  i64 us, vs, ms;
+  static i64 stagger(i64 n) { return (n + 1023) / 1024 * 1024 + 16; }
+};
+
+// One row of the padded, column-split input: rows r = iy + PT of plane (n, c).
+bool fill_row(const Conv2dParams& p, const Geometry& g, const float* xc, i64 r, float* E) {
+  float* O = E + g.RL;
+  std::memset(E, 0, sizeof(float) * 2 * g.RL);
+  const i64 iy = r - p.PT;
+  if (iy < 0 || iy >= p.H) return true;
+  // padded column pc = ix + PL goes to (pc % 2 ? O : E)[pc / 2]; columns
+  // past 2*TW + 1 are never read.
+  const i64 n = std::min(p.W, 2 * g.TW + 2 - p.PL);
+  if (n <= 0) return true;
+  float* even_ix = (p.PL % 2 ? O : E) + p.PL / 2;
+  float* odd_ix = ((p.PL + 1) % 2 ? O : E) + (p.PL + 1) / 2;
+  return split2_avx2(xc + iy * p.W, n, even_ix, odd_ix, true, kLimit);
+}
+
+// U = G g G^T for one 3x3 filter (G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1]).
+inline void filter_transform(const float* g, float* u) {
+  float t[4][3];  // G g
+  for (int j = 0; j < 3; ++j) {
+    const float g0 = g[j], g1 = g[3 + j], g2 = g[6 + j];
+    t[0][j] = g0;
+    t[1][j] = 0.5f * (g0 + g1 + g2);
+    t[2][j] = 0.5f * (g0 - g1 + g2);
+    t[3][j] = g2;
+  }
+  for (int i = 0; i < 4; ++i) {  // (G g) G^T
+    const float a = t[i][0], b = t[i][1], c = t[i][2];
+    u[i * 4 + 0] = a;
+    u[i * 4 + 1] = 0.5f * (a + b + c);
+    u[i * 4 + 2] = 0.5f * (a - b + c);
+    u[i * 4 + 3] = c;
+  }
+}
+
+// The same for 8 filters at once, lane l holding filter l: g[t] are the
+// taps, u[xi] the 16 results.
+inline void filter_transform8(const V8* g, V8* u) {
+  const V8 h = _mm256_set1_ps(0.5f);
+  V8 t[4][3];
+  for (int j = 0; j < 3; ++j) {
+    const V8 g0 = g[j], g1 = g[3 + j], g2 = g[6 + j];
+    t[0][j] = g0;
+    t[1][j] = _mm256_mul_ps(h, _mm256_add_ps(_mm256_add_ps(g0, g1), g2));
+    t[2][j] = _mm256_mul_ps(h, _mm256_add_ps(_mm256_sub_ps(g0, g1), g2));
+    t[3][j] = g2;
+  }
+  for (int i = 0; i < 4; ++i) {
+    const V8 a = t[i][0], b = t[i][1], c = t[i][2];
+    u[i * 4 + 0] = a;
+    u[i * 4 + 1] = _mm256_mul_ps(h, _mm256_add_ps(_mm256_add_ps(a, b), c));
+    u[i * 4 + 2] = _mm256_mul_ps(h, _mm256_add_ps(_mm256_sub_ps(a, b), c));
+    u[i * 4 + 3] = c;
+  }
+}
+
+inline void transpose8(V8* r) {
+  const V8 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const V8 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const V8 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const V8 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const V8 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const V8 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const V8 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const V8 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+// Transformed weights of output channels [mp*MR, mp*MR + 6) and input
+// channels [c0, c0 + 8) (all inside one k block), written straight into
+// their A panels: per xi, an 8 x 6 block [kk][MR]. Returns false if a
+// weight is out of range. MR == 6 only (the AVX2 kernel).
+bool pack_u8_mr6(const Conv2dParams& p, const Geometry& g, const float* w, i64 mp, i64 c0,
+                 float* upk) {
+  const __m256i idx = _mm256_setr_epi32(0, 9, 18, 27, 36, 45, 54, 63);
+  const V8 lim = _mm256_set1_ps(kLimit);
+  V8 bad = _mm256_setzero_ps();
+  alignas(32) V8 u[6][16];
+  for (int r = 0; r < 6; ++r) {
+    const i64 oc = mp * 6 + r;
+    if (oc >= p.OC) {
+      for (int xi = 0; xi < 16; ++xi) u[r][xi] = _mm256_setzero_ps();
+      continue;
+    }
+    const float* base = w + (oc * p.C + c0) * 9;
+    // The 72 weights two groups ahead (the gathers would wait on memory).
+    if (c0 + 24 <= p.C)
+      for (int l = 0; l < 5; ++l) _mm_prefetch(reinterpret_cast<const char*>(base + 144 + 16 * l), _MM_HINT_T0);
+    // Filter l's taps 0..7 are 8 floats at base + 9 l: load and transpose;
+    // tap 8 is a gather.
+    V8 taps[9];
+    for (int l = 0; l < 8; ++l) taps[l] = _mm256_loadu_ps(base + 9 * l);
+    transpose8(taps);
+    taps[8] = _mm256_i32gather_ps(base + 8, idx, 4);
+    for (int t = 0; t < 9; ++t) bad = _mm256_or_ps(bad, outside(taps[t], lim));
+    filter_transform8(taps, u[r]);
+  }
+  const i64 kb = c0 / g.KC, kk = c0 % g.KC;
+  const bool last_in_panel = kk + 8 == g.KC || c0 + 8 == p.C;
+  for (int xi = 0; xi < 16; ++xi) {
+    V8 rows[8] = {u[0][xi], u[1][xi], u[2][xi], u[3][xi], u[4][xi], u[5][xi],
+                  _mm256_setzero_ps(), _mm256_setzero_ps()};
+    transpose8(rows);  // rows[l] = (r = 0..5 of input channel c0 + l, 0, 0)
+    float* d = upk + xi * g.us + ((kb * g.MP + mp) * g.KC + kk) * 6;
+    // Each 8-float store spills 2 zeros into the next kk row, rewritten by
+    // the next store; the panel's last row is stored as 4 + 2 floats so
+    // nothing spills into another thread's panel.
+    for (int l = 0; l < 7; ++l) _mm256_storeu_ps(d + l * 6, rows[l]);
+    if (last_in_panel) {
+      _mm_storeu_ps(d + 42, _mm256_castps256_ps128(rows[7]));
+      _mm_storel_pi(reinterpret_cast<__m64*>(d + 46), _mm256_extractf128_ps(rows[7], 1));
+    } else {
+      _mm256_storeu_ps(d + 42, rows[7]);
+    }
+  }
+  return _mm256_movemask_ps(bad) == 0;
+}
+
+// Calls fn(n, ty, tx, len, tl) for the runs of tiles [t0, t0 + tn) that lie
+// in one row of tiles; tl is the run's first index within the block.
+template <typename Fn>
+inline void for_each_run(const Geometry& g, i64 t0, i64 tn, Fn fn) {
+  for (i64 t = t0; t < t0 + tn;) {
+    const i64 n = t / (g.TH * g.TW), rem = t % (g.TH * g.TW);
+    const i64 ty = rem / g.TW, tx = rem % g.TW;
+    const i64 len = std::min(g.TW - tx, t0 + tn - t);
+    fn(n, ty, tx, len, t - t0);
+    t += len;
+  }
+}
+
+// V = B^T d B for 8 tiles per vector; B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1].
+inline void input_tiles(const float* base, i64 RL, i64 len, float* v0, i64 xi_stride) {
+  for (i64 k = 0; k < len; k += 8) {
+    V8 h[4][4];
+    for (int i = 0; i < 4; ++i) {
+      const float* E = base + i * 2 * RL + k;
+      const float* O = E + RL;
+      const V8 d0 = _mm256_loadu_ps(E), d1 = _mm256_loadu_ps(O);
+      const V8 d2 = _mm256_loadu_ps(E + 1), d3 = _mm256_loadu_ps(O + 1);
+      h[i][0] = _mm256_sub_ps(d0, d2);
+      h[i][1] = _mm256_add_ps(d1, d2);
+      h[i][2] = _mm256_sub_ps(d2, d1);
+      h[i][3] = _mm256_sub_ps(d1, d3);
+    }
+    float* v = v0 + k;
+    for (int j = 0; j < 4; ++j) {
+      _mm256_storeu_ps(v + (0 * 4 + j) * xi_stride, _mm256_sub_ps(h[0][j], h[2][j]));
+      _mm256_storeu_ps(v + (1 * 4 + j) * xi_stride, _mm256_add_ps(h[1][j], h[2][j]));
+      _mm256_storeu_ps(v + (2 * 4 + j) * xi_stride, _mm256_sub_ps(h[2][j], h[1][j]));
+      _mm256_storeu_ps(v + (3 * 4 + j) * xi_stride, _mm256_sub_ps(h[1][j], h[3][j]));
+    }
+  }
+}
+
+// Writes 8 tiles' (even, odd) output columns interleaved: up to `valid` of
+// the 16 floats at y (masked stores are slow on AMD cores: a temp instead).
+inline void store_pairs(float* y, i64 valid, V8 a, V8 b) {
+  const V8 lo = _mm256_unpacklo_ps(a, b), hi = _mm256_unpackhi_ps(a, b);
+  const V8 v0 = _mm256_permute2f128_ps(lo, hi, 0x20), v1 = _mm256_permute2f128_ps(lo, hi, 0x31);
+  if (valid >= 16) {
+    _mm256_storeu_ps(y, v0);
+    _mm256_storeu_ps(y + 8, v1);
+    return;
+  }
+  alignas(32) float tmp[16];
+  _mm256_store_ps(tmp, v0);
+  _mm256_store_ps(tmp + 8, v1);
+  for (i64 i = 0; i < valid; ++i) y[i] = tmp[i];
+}
+
+// Y = A^T M A + bias for 8 tiles per vector; A^T = [1 1 1 0; 0 1 -1 -1].
+inline void output_tiles(const float* m0, i64 xi_stride, i64 len, float bias, float* y0, float* y1,
+                         i64 cols_left) {
+  const V8 bv = _mm256_set1_ps(bias);
+  for (i64 k = 0; k < len; k += 8) {
+    V8 s[4][2];
+    for (int i = 0; i < 4; ++i) {
+      const float* m = m0 + k + i * 4 * xi_stride;
+      const V8 a = _mm256_loadu_ps(m), b = _mm256_loadu_ps(m + xi_stride);
+      const V8 c = _mm256_loadu_ps(m + 2 * xi_stride), d = _mm256_loadu_ps(m + 3 * xi_stride);
+      s[i][0] = _mm256_add_ps(_mm256_add_ps(a, b), c);
+      s[i][1] = _mm256_sub_ps(_mm256_sub_ps(b, c), d);
+    }
+    const i64 valid = std::min(2 * (len - k), cols_left - 2 * k);
+    V8 r0[2], r1[2];
+    for (int j = 0; j < 2; ++j) {
+      r0[j] = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(s[0][j], s[1][j]), s[2][j]), bv);
+      r1[j] = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(s[1][j], s[2][j]), s[3][j]), bv);
+    }
+    store_pairs(y0 + 2 * k, valid, r0[0], r0[1]);
+    if (y1) store_pairs(y1 + 2 * k, valid, r1[0], r1[1]);
+  }
+}
+
+}  // namespace
+
+bool winograd_forward_f32_avx2(const Conv2dParams& p, const float* x, const float* w,
+                               const float* b, float* y) {
+  const GemmKernel<float>& K = active_gemm_kernel<float>();
+  if (K.isa == Isa::ref || !K.fn_rows) return false;
+  const Geometry g(p, K);
+  const i64 C = p.C, OC = p.OC, MR = g.MR, NR = g.NR;
+  float* xs = static_cast<float*>(t_xs.reserve(checked_bytes(p.N * C, g.plane, sizeof(float))));
+  float* upk = static_cast<float*>(t_u.reserve(checked_bytes(16, g.us, sizeof(float))));
+  const double flops = 2.0 * p.N * OC * C * 9 * p.OH * p.OW;
+  const int nt = threads_for(flops);
+  const i64 nblocks = (g.T + g.TB - 1) / g.TB;
+  const bool own_blocks = nt > 1 && nblocks >= 4 * nt;  // else threads share each block
+  const int nbuf = own_blocks ? nt : 1;
+  float* vb = static_cast<float*>(t_v.reserve(checked_bytes(16 * nbuf, g.vs, sizeof(float))));
+  float* mb = static_cast<float*>(t_m.reserve(checked_bytes(16 * nbuf, g.ms, sizeof(float))));
+  std::vector<i64> boff(C);
+  for (i64 c = 0; c < C; ++c) boff[c] = c * g.TBp;
+
+  // The three phases of a block of tiles [t0, t0 + tn), in buffers v, m.
+  auto input_phase = [&](i64 c, i64 t0, i64 tn, float* v) {
+    for_each_run(g, t0, tn, [&](i64 n, i64 ty, i64 tx, i64 len, i64 tl) {
+      const float* base = xs + (n * C + c) * g.plane + 2 * ty * 2 * g.RL + tx;
+      input_tiles(base, g.RL, len, v + c * g.TBp + tl, g.vs);
+    });
+  };
+  auto gemm_phase = [&](i64 q, i64 tn, const float* v, float* m) {
+    const i64 xi = q / g.MP, mp = q % g.MP;
+    const float* vx = v + xi * g.vs;
+    float* mx = m + xi * g.ms + mp * MR * g.TBp;
+    for (i64 kb = 0; kb < g.NKB; ++kb) {
+      const i64 kc = std::min(g.KC, C - kb * g.KC);
+      const float* ap = upk + xi * g.us + (kb * g.MP + mp) * g.KC * MR;
+      for (i64 jr = 0; jr < tn; jr += NR)
+        K.fn_rows(kc, ap, vx + jr, boff.data() + kb * g.KC, mx + jr, g.TBp, kb == 0 ? 0.0f : 1.0f);
+    }
+  };
+  auto output_phase = [&](i64 oc, i64 t0, i64 tn, const float* m) {
+    for_each_run(g, t0, tn, [&](i64 n, i64 ty, i64 tx, i64 len, i64 tl) {
+      float* y0 = y + ((n * OC + oc) * p.OH + 2 * ty) * p.OW + 2 * tx;
+      float* y1 = 2 * ty + 1 < p.OH ? y0 + p.OW : nullptr;
+      output_tiles(m + oc * g.TBp + tl, g.ms, len, b ? b[oc] : 0.0f, y0, y1, p.OW - 2 * tx);
+    });
+  };
+  std::atomic<bool> bad{false};
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    // The padded, split input planes.
+#pragma omp for schedule(static) nowait
+    for (i64 i = 0; i < p.N * C; ++i) {
+      bool ok = true;
+      for (i64 r = 0; r < g.Hp; ++r)
+        ok &= fill_row(p, g, x + i * p.H * p.W, r, xs + i * g.plane + r * 2 * g.RL);
+      if (!ok) bad.store(true, std::memory_order_relaxed);
+    }
+    // The transformed weights, packed as A panels; rows past OC are zero.
+#pragma omp for schedule(static)
+    for (i64 mp = 0; mp < g.MP; ++mp) {
+      for (i64 c = 0; c < C;) {
+        if (MR == 6 && c + 8 <= C && c % g.KC + 8 <= g.KC) {
+          if (!pack_u8_mr6(p, g, w, mp, c, upk)) bad.store(true, std::memory_order_relaxed);
+          c += 8;
+          continue;
+        }
+        float u[16][16];  // [r][xi], r < MR <= 16
+        for (i64 r = 0; r < MR; ++r) {
+          const i64 oc = mp * MR + r;
+          if (oc >= OC) {
+            std::fill(u[r], u[r] + 16, 0.0f);
+            continue;
+          }
+          const float* wk = w + (oc * C + c) * 9;
+          for (int t = 0; t < 9; ++t)
+            if (!(wk[t] < kLimit && wk[t] > -kLimit)) bad.store(true, std::memory_order_relaxed);
+          filter_transform(wk, u[r]);
+        }
+        const i64 kb = c / g.KC, kk = c % g.KC;
+        for (int xi = 0; xi < 16; ++xi) {
+          float* d = upk + xi * g.us + ((kb * g.MP + mp) * g.KC + kk) * MR;
+          for (i64 r = 0; r < MR; ++r) d[r] = u[r][xi];
+        }
+        ++c;
+      }
+    }
+    // (the implicit barrier above makes `bad` final for every thread)
+    if (!bad.load(std::memory_order_relaxed)) {
+      if (own_blocks) {
+        // Enough blocks to go round: each thread runs whole blocks in its
+        // own V and M, with no barrier between the phases.
+#ifdef _OPENMP
+        const int me = omp_get_thread_num();
+#else
+        const int me = 0;
+#endif
+        float* v = vb + me * 16 * g.vs;
+        float* m = mb + me * 16 * g.ms;
+#pragma omp for schedule(dynamic, 1)
+        for (i64 t0 = 0; t0 < g.T; t0 += g.TB) {
+          const i64 tn = std::min(g.TB, g.T - t0);
+          for (i64 c = 0; c < C; ++c) input_phase(c, t0, tn, v);
+          for (i64 q = 0; q < 16 * g.MP; ++q) gemm_phase(q, tn, v, m);
+          for (i64 oc = 0; oc < OC; ++oc) output_phase(oc, t0, tn, m);
+        }
+      } else {
+        for (i64 t0 = 0; t0 < g.T; t0 += g.TB) {
+          const i64 tn = std::min(g.TB, g.T - t0);
+#pragma omp for schedule(static)
+          for (i64 c = 0; c < C; ++c) input_phase(c, t0, tn, vb);
+#pragma omp for schedule(static)
+          for (i64 q = 0; q < 16 * g.MP; ++q) gemm_phase(q, tn, vb, mb);
+#pragma omp for schedule(static)
+          for (i64 oc = 0; oc < OC; ++oc) output_phase(oc, t0, tn, mb);
+        }
+      }
+    }
+  }
+  return !bad.load();
+}
+
+}  // namespace pyconv
