@@ -1,8 +1,8 @@
 """Winograd F(2x2, 3x3) (csrc/ops/winograd*.{h,cpp}) against the float64 reference.
 
 float32 3x3 stride-1 dilation-1 ungrouped convolutions with >= 16 input and
-output channels and >= 32 output tiles run forward and backward-data by
-Winograd. This file sweeps what its layout depends on: odd output sizes
+output channels and >= 32 output tiles run forward, backward-data and
+backward-weight by Winograd. This file sweeps what its layout depends on: odd output sizes
 (partial 2x2 tiles), padding 0-2 (backward-data runs with padding 2 - p),
 channel counts off the 8-lane and 6-row blocks, more than one GEMM k block,
 several tile blocks per call (shared and per-thread), both thread counts;
@@ -48,15 +48,20 @@ def _arrays(N, C, OC, H, W, P, seed):
     return x, w, b, dy
 
 
+def _run(x, w, b, dy, padding):
+    return (pyconv.conv2d(x, w, b, padding=padding),
+            pyconv.conv2d_input(x.shape, w, dy, padding=padding),
+            pyconv.conv2d_weight(x, w.shape, dy, padding=padding))
+
+
 def _check(x, w, b, dy, padding):
     y_ref = conv2d_ref(x, w, b, padding=padding)
-    dx_ref = conv2d_backward_ref(dy, x, w, padding=padding)[0]
-    y = pyconv.conv2d(x, w, b, padding=padding)
-    dx = pyconv.conv2d_input(x.shape, w, dy, padding=padding)
-    assert y.dtype == dx.dtype == np.float32
-    assert rel_err(y, y_ref) < TOL, rel_err(y, y_ref)
-    assert rel_err(dx, dx_ref) < TOL, rel_err(dx, dx_ref)
-    return y, dx
+    dx_ref, dw_ref, _ = conv2d_backward_ref(dy, x, w, padding=padding)
+    got = _run(x, w, b, dy, padding)
+    for name, g, ref in zip(("y", "dx", "dw"), got, (y_ref, dx_ref, dw_ref)):
+        assert g.dtype == np.float32
+        assert rel_err(g, ref) < TOL, (name, rel_err(g, ref))
+    return got
 
 
 SHAPES = [
@@ -79,11 +84,11 @@ SHAPES = [
 def test_matches_reference(N, C, OC, H, W, P, nt, threads, winograd_restore):
     pyconv.set_num_threads(nt)
     x, w, b, dy = _arrays(N, C, OC, H, W, P, seed=N * 1000 + C + H)
-    y, dx = _check(x, w, b, dy, P)
+    got = _check(x, w, b, dy, P)
     # and it really was Winograd: the direct path rounds differently
     pyconv.set_winograd(False)
-    assert not np.array_equal(y, pyconv.conv2d(x, w, b, padding=P))
-    assert not np.array_equal(dx, pyconv.conv2d_input(x.shape, w, dy, padding=P))
+    for name, g, d in zip(("y", "dx", "dw"), got, _run(x, w, b, dy, P)):
+        assert not np.array_equal(g, d), name
 
 
 def test_same_padding_and_no_bias(threads):
@@ -99,7 +104,7 @@ def test_bit_identical_across_thread_counts(threads):
     out = []
     for nt in (1, 2):
         pyconv.set_num_threads(nt)
-        out.append((pyconv.conv2d(x, w, b, padding=1), pyconv.conv2d_input(x.shape, w, dy, padding=1)))
+        out.append(_run(x, w, b, dy, 1))
     for a, c in zip(*out):
         np.testing.assert_array_equal(a, c)
 
@@ -143,25 +148,46 @@ def test_out_of_range_values_take_the_direct_path(value, where, winograd_restore
     else:
         w[2, 4, 1, 1] = value
     pyconv.set_winograd(True)
-    y1 = pyconv.conv2d(x, w, b, padding=1)
+    got = _run(x, w, b, dy, 1)
     pyconv.set_winograd(False)
-    y0 = pyconv.conv2d(x, w, b, padding=1)
-    np.testing.assert_array_equal(y1, y0)
+    direct = _run(x, w, b, dy, 1)
+    names = ("y", "dw") if where == "x" else ("y", "dx")
+    for name, g, d in zip(("y", "dx", "dw"), got, direct):
+        if name in names:
+            np.testing.assert_array_equal(g, d, err_msg=name)
+    y1 = got[0]
     if np.isfinite(value) and where == "x":
         ref = conv2d_ref(x, w, b, padding=1)
         assert rel_err(y1, ref) < TOL
 
 
-def test_nonfinite_dy_backward_data(winograd_restore):
+@pytest.mark.parametrize("which", ["dx", "dw"])
+def test_nonfinite_dy_backward(which, winograd_restore):
     x, w, b, dy = _arrays(2, 16, 16, 12, 12, 1, seed=7)
     dy[0, 2, 3, 4] = np.nan
     dy[1, 5, 0, 0] = np.inf
-    ref = conv2d_backward_ref(dy, x, w, padding=1)[0]
-    got = pyconv.conv2d_input(x.shape, w, dy, padding=1)
+    dx_ref, dw_ref, _ = conv2d_backward_ref(dy, x, w, padding=1)
+    if which == "dx":
+        ref, got = dx_ref, pyconv.conv2d_input(x.shape, w, dy, padding=1)
+    else:
+        ref, got = dw_ref, pyconv.conv2d_weight(x, w.shape, dy, padding=1)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
     np.testing.assert_array_equal(np.isinf(got), np.isinf(ref))
     fin = np.isfinite(ref)
     assert rel_err(got[fin], ref[fin]) < TOL
+
+
+def test_dw_error_close_to_direct(winograd_restore):
+    """Backward-weight sums over every tile of the batch: its error stays
+    within a small factor of the direct path's too."""
+    x, w, b, dy = _arrays(8, 64, 64, 28, 28, 1, seed=10)
+    ref = conv2d_backward_ref(dy, x, w, padding=1)[1]
+    pyconv.set_winograd(True)
+    e_w = rel_err(pyconv.conv2d_weight(x, w.shape, dy, padding=1), ref)
+    pyconv.set_winograd(False)
+    e_d = rel_err(pyconv.conv2d_weight(x, w.shape, dy, padding=1), ref)
+    assert e_w < 4 * e_d + 1e-7, (e_w, e_d)
+    assert e_w < 1e-5
 
 
 def test_float64_and_small_shapes_unaffected(winograd_restore):
@@ -182,8 +208,13 @@ def test_float64_and_small_shapes_unaffected(winograd_restore):
          rng.standard_normal((32, 16, 3, 3)).astype(np.float32), dict(groups=2)),
     ]
     for x, w, kw in cases:
-        pyconv.set_winograd(True)
-        a = pyconv.conv2d(x, w, padding=1, **kw)
-        pyconv.set_winograd(False)
-        c = pyconv.conv2d(x, w, padding=1, **kw)
-        np.testing.assert_array_equal(a, c)
+        y = pyconv.conv2d(x, w, padding=1, **kw)
+        dy = np.ones_like(y)
+        out = []
+        for on in (True, False):
+            pyconv.set_winograd(on)
+            out.append((pyconv.conv2d(x, w, padding=1, **kw),
+                        pyconv.conv2d_input(x.shape, w, dy, padding=1, **kw),
+                        pyconv.conv2d_weight(x, w.shape, dy, padding=1, **kw)))
+        for a, c in zip(*out):
+            np.testing.assert_array_equal(a, c)

@@ -327,6 +327,15 @@ bool winograd_forward_f32(const Conv2dParams& p, const float* x, const float* w,
   return false;
 }
 
+bool winograd_backward_weight_f32(const Conv2dParams& p, const float* dy, const float* x,
+                                  float* dw) {
+#if defined(PYCONV_X86)
+  if (active_isa() != Isa::ref && cpu_supports(Isa::avx2))
+    return winograd_backward_weight_f32_avx2(p, dy, x, dw);
+#endif
+  return false;
+}
+
 template <typename T>
 void conv2d_forward(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y) {
   p.validate();
@@ -578,6 +587,10 @@ void conv2d_backward_weight(const Conv2dParams& p, const T* dy, const T* x, T* d
     return;
   }
   if (is_depthwise(p)) return depthwise_backward_weight(p, dy, x, dw);
+  if constexpr (std::is_same_v<T, float>)
+    if (g_winograd_enabled.load(std::memory_order_relaxed) && winograd_shape(p) &&
+        winograd_backward_weight_f32(p, dy, x, dw))
+      return;
   Scratch& s = t_scratch;
   // A small dw cannot keep threads busy with output tiles: run the chunks in
   // parallel instead. Chunk c accumulates into slot c % nslots (each slot

@@ -42,9 +42,16 @@ inline bool winograd_shape(const Conv2dParams& p) {
 bool winograd_forward_f32(const Conv2dParams& p, const float* x, const float* w, const float* b,
                           float* y);
 
+// dy, x -> dw for a winograd_shape(p), by the adjoint transforms; false
+// (dw possibly partly written) under the same conditions.
+bool winograd_backward_weight_f32(const Conv2dParams& p, const float* dy, const float* x,
+                                  float* dw);
+
 #if defined(PYCONV_X86)
 bool winograd_forward_f32_avx2(const Conv2dParams& p, const float* x, const float* w,
                                const float* b, float* y);
+bool winograd_backward_weight_f32_avx2(const Conv2dParams& p, const float* dy, const float* x,
+                                       float* dw);
 #endif
 
 }  // namespace pyconv

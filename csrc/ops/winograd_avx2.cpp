@@ -38,13 +38,13 @@ using V8 = __m256;
 // it no intermediate can overflow float for any channel count we accept.
 constexpr float kLimit = 1099511627776.0f;  // 2^40
 
-thread_local AlignedBuffer t_xs, t_u, t_v, t_m;  // owned by the calling thread
+thread_local AlignedBuffer t_xs, t_u, t_v, t_m, t_z;  // owned by the calling thread
 
 struct Geometry {
   i64 TH, TW, Hp, RL, plane, T;  // tiles, padded split rows, floats per (n, c) plane
   i64 MR, NR, OCp, MP, KC, NKB;  // GEMM blocking
   i64 TB, TBp;                   // tiles per block, V/M row length
-  explicit Geometry(const Conv2dParams& p, const GemmKernel<float>& K) {
+  Geometry(const Conv2dParams& p, const GemmKernel<float>& K, bool weight_grad = false) {
     TH = (p.OH + 1) / 2;
     TW = (p.OW + 1) / 2;
     Hp = 2 * TH + 2;
@@ -63,7 +63,10 @@ struct Geometry {
     // the first to a quarter of the second. V stays between 512 KiB (L2)
     // and 4 MiB (L3), so that each V_xi is L2-resident while the A panels of
     // xi pass over it.
-    TB = std::clamp<i64>(4 * p.OC, 8192 / p.C, 65536 / p.C);
+    // (Backward-weight's blocks hold V and Z = A dy A^T, 16 * (C + OC) * TB,
+    // and each block reads and writes all of dU, 16 * OC * C.)
+    const i64 ch = weight_grad ? std::max(p.C, p.OC) : p.C;
+    TB = std::clamp<i64>(4 * (weight_grad ? ch : p.OC), 8192 / ch, 65536 / ch);
     TB = std::max<i64>(NR, TB / NR * NR);
     TB = std::min<i64>(TB, (T + NR - 1) / NR * NR);
     TBp = TB + 16;  // the input transform writes up to 8 lanes past a block
@@ -73,8 +76,9 @@ struct Geometry {
     us = stagger(NKB * MP * KC * MR);
     vs = stagger(p.C * TBp);
     ms = stagger(OCp * TBp);
+    ws = stagger(p.OC * p.C);
   }
-  i64 us, vs, ms;
+  i64 us, vs, ms, ws;  // (ws: dU [OC][C] of backward-weight)
   static i64 stagger(i64 n) { return (n + 1023) / 1024 * 1024 + 16; }
 };
 
@@ -394,6 +398,160 @@ bool winograd_forward_f32_avx2(const Conv2dParams& p, const float* x, const floa
           for (i64 oc = 0; oc < OC; ++oc) output_phase(oc, t0, tn, mb);
         }
       }
+    }
+  }
+  return !bad.load();
+}
+
+namespace {
+
+// Z = A dY A^T for 8 tiles per vector from the split rows of dy (even and
+// odd columns of output rows 2ty, 2ty + 1); A = [1 0; 1 1; 1 -1; 0 -1].
+inline void dy_tiles(const float* e0, const float* o0, const float* e1, const float* o1, i64 len,
+                     float* z0, i64 xi_stride) {
+  for (i64 k = 0; k < len; k += 8) {
+    const V8 a = _mm256_loadu_ps(e0 + k), b = _mm256_loadu_ps(o0 + k);
+    const V8 c = _mm256_loadu_ps(e1 + k), d = _mm256_loadu_ps(o1 + k);
+    const V8 zero = _mm256_setzero_ps();
+    const V8 pr[4][2] = {{a, b},
+                         {_mm256_add_ps(a, c), _mm256_add_ps(b, d)},
+                         {_mm256_sub_ps(a, c), _mm256_sub_ps(b, d)},
+                         {_mm256_sub_ps(zero, c), _mm256_sub_ps(zero, d)}};
+    float* z = z0 + k;
+    for (int i = 0; i < 4; ++i) {
+      const V8 pp = pr[i][0], q = pr[i][1];
+      _mm256_storeu_ps(z + (i * 4 + 0) * xi_stride, pp);
+      _mm256_storeu_ps(z + (i * 4 + 1) * xi_stride, _mm256_add_ps(pp, q));
+      _mm256_storeu_ps(z + (i * 4 + 2) * xi_stride, _mm256_sub_ps(pp, q));
+      _mm256_storeu_ps(z + (i * 4 + 3) * xi_stride, _mm256_sub_ps(zero, q));
+    }
+  }
+}
+
+// dW = G^T dU G for one (oc, c): dU read at stride xi_stride.
+inline void weight_untransform(const float* du, i64 xi_stride, float* dw) {
+  float t[3][4];  // G^T dU, G^T = [1 .5 .5 0; 0 .5 -.5 0; 0 .5 .5 1]
+  for (int k = 0; k < 4; ++k) {
+    const float u0 = du[(0 * 4 + k) * xi_stride], u1 = du[(1 * 4 + k) * xi_stride];
+    const float u2 = du[(2 * 4 + k) * xi_stride], u3 = du[(3 * 4 + k) * xi_stride];
+    t[0][k] = u0 + 0.5f * (u1 + u2);
+    t[1][k] = 0.5f * (u1 - u2);
+    t[2][k] = 0.5f * (u1 + u2) + u3;
+  }
+  for (int i = 0; i < 3; ++i) {
+    dw[i * 3 + 0] = t[i][0] + 0.5f * (t[i][1] + t[i][2]);
+    dw[i * 3 + 1] = 0.5f * (t[i][1] - t[i][2]);
+    dw[i * 3 + 2] = 0.5f * (t[i][1] + t[i][2]) + t[i][3];
+  }
+}
+
+// B[t][c] = V_xi[c][t] for the dU GEMM: each column c is a row of V.
+struct VColumns {
+  const float* v;
+  i64 ld;
+  void (*simd)(const float* const*, i64, int, float*);
+  static void pack(const void* ctx, i64 p0, i64 kc, i64 j0, i64 nc, int NR, float* dst) {
+    const VColumns& s = *static_cast<const VColumns*>(ctx);
+    const float* src[64];
+    for (i64 jp = 0; jp < nc; jp += NR, dst += kc * NR) {
+      const i64 nr = std::min<i64>(NR, nc - jp);
+      for (i64 t = 0; t < nr; ++t) src[t] = s.v + (j0 + jp + t) * s.ld + p0;
+      if (s.simd && nr == NR && NR % 8 == 0) {
+        s.simd(src, kc, NR, dst);
+      } else {
+        for (i64 q = 0; q < kc; ++q) {
+          for (i64 t = 0; t < nr; ++t) dst[q * NR + t] = src[t][q];
+          for (i64 t = nr; t < NR; ++t) dst[q * NR + t] = 0.0f;
+        }
+      }
+    }
+  }
+};
+
+}  // namespace
+
+// Backward-weight by the adjoint of the forward transform:
+//   dU_xi[oc][c] = sum over tiles of Z_xi[oc][t] V_xi[c][t],  Z = A dY A^T,
+//   dW = G^T dU G,
+// where dY is the 2x2 dy tile (zeros past the output edge). The tile sum is
+// the GEMM's k; blocks of tiles accumulate into dU in block order, and
+// threads split the 16 GEMMs, so bits do not depend on the thread count.
+bool winograd_backward_weight_f32_avx2(const Conv2dParams& p, const float* dy, const float* x,
+                                       float* dw) {
+  const GemmKernel<float>& K = active_gemm_kernel<float>();
+  if (K.isa == Isa::ref) return false;
+  const Geometry g(p, K, true);
+  const i64 C = p.C, OC = p.OC;
+  float* xs = static_cast<float*>(t_xs.reserve(checked_bytes(p.N * C, g.plane, sizeof(float))));
+  float* du = static_cast<float*>(t_u.reserve(checked_bytes(16, g.ws, sizeof(float))));
+  float* vb = static_cast<float*>(t_v.reserve(checked_bytes(16, g.vs, sizeof(float))));
+  const i64 zs = Geometry::stagger(OC * g.TBp);
+  float* zb = static_cast<float*>(t_z.reserve(checked_bytes(16, zs, sizeof(float))));
+  const double flops = 2.0 * p.N * OC * C * 9 * p.OH * p.OW;
+  const int nt = threads_for(flops);
+  const i64 rowbuf = g.TW + 16;  // split dy rows: 4 per thread
+  std::vector<float> split_all(std::size_t(nt) * 4 * rowbuf);
+  std::atomic<bool> bad{false};
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+#ifdef _OPENMP
+    float* sp = split_all.data() + std::size_t(omp_get_thread_num()) * 4 * rowbuf;
+#else
+    float* sp = split_all.data();
+#endif
+#pragma omp for schedule(static)
+    for (i64 i = 0; i < p.N * C; ++i) {
+      bool ok = true;
+      for (i64 r = 0; r < g.Hp; ++r)
+        ok &= fill_row(p, g, x + i * p.H * p.W, r, xs + i * g.plane + r * 2 * g.RL);
+      if (!ok) bad.store(true, std::memory_order_relaxed);
+    }
+    for (i64 t0 = 0; t0 < g.T && !bad.load(std::memory_order_relaxed); t0 += g.TB) {
+      const i64 tn = std::min(g.TB, g.T - t0);
+#pragma omp for schedule(static) nowait
+      for (i64 c = 0; c < C; ++c)
+        for_each_run(g, t0, tn, [&](i64 n, i64 ty, i64 tx, i64 len, i64 tl) {
+          const float* base = xs + (n * C + c) * g.plane + 2 * ty * 2 * g.RL + tx;
+          input_tiles(base, g.RL, len, vb + c * g.TBp + tl, g.vs);
+        });
+#pragma omp for schedule(static)
+      for (i64 oc = 0; oc < OC; ++oc) {
+        bool ok = true;
+        for_each_run(g, t0, tn, [&](i64 n, i64 ty, i64 tx, i64 len, i64 tl) {
+          float* e0 = sp;
+          float* o0 = sp + rowbuf;
+          float* e1 = sp + 2 * rowbuf;
+          float* o1 = sp + 3 * rowbuf;
+          const i64 cnt = std::min(2 * len, p.OW - 2 * tx);
+          const bool row1 = 2 * ty + 1 < p.OH;
+          const float* d0 = dy + ((n * OC + oc) * p.OH + 2 * ty) * p.OW + 2 * tx;
+          // zeros past the split values, up to the vectors' reach
+          const i64 ne = (cnt + 1) / 2, no = cnt / 2, reach = len + 8;
+          for (float* a : {e0, e1}) std::fill(a + (a == e0 || row1 ? ne : 0), a + reach, 0.0f);
+          for (float* a : {o0, o1}) std::fill(a + (a == o0 || row1 ? no : 0), a + reach, 0.0f);
+          ok &= split2_avx2(d0, cnt, e0, o0, true, kLimit);
+          if (row1) ok &= split2_avx2(d0 + p.OW, cnt, e1, o1, true, kLimit);
+          dy_tiles(e0, o0, e1, o1, len, zb + oc * g.TBp + tl, zs);
+        });
+        if (!ok) bad.store(true, std::memory_order_relaxed);
+      }
+      // (the barrier above: V and Z complete, `bad` final for this block)
+      if (bad.load(std::memory_order_relaxed)) break;
+      const VColumns cols_proto{nullptr, g.TBp, K.pack_streams};
+#pragma omp for schedule(static)
+      for (i64 xi = 0; xi < 16; ++xi) {
+        VColumns cols = cols_proto;
+        cols.v = vb + xi * g.vs;
+        const BPacker<float> B{&VColumns::pack, &cols};
+        gemm_packed_b(K, OC, C, tn, zb + xi * zs, g.TBp, 1, B, t0 == 0 ? 0.0f : 1.0f,
+                      du + xi * g.ws, C, 1);
+      }
+    }
+    if (!bad.load(std::memory_order_relaxed)) {
+#pragma omp for schedule(static)
+      for (i64 oc = 0; oc < OC; ++oc)
+        for (i64 c = 0; c < C; ++c)
+          weight_untransform(du + oc * C + c, g.ws, dw + (oc * C + c) * 9);
     }
   }
   return !bad.load();
