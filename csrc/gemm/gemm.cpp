@@ -134,16 +134,13 @@ inline i64 balanced_kc(i64 kc_max, i64 k) {
   return (k + blocks - 1) / blocks;
 }
 
-// Runs one MR x NR micro-tile. Edge tiles are computed into a local tile
-// with beta = 0 and merged, so the kernel only ever sees full tiles.
-template <typename T, typename Kern>
-inline void run_tile(int MR, int NR, i64 mr, i64 nr, T* c, i64 ldc, T beta, Kern kern) {
-  if (mr == MR && nr == NR) {
-    kern(c, ldc, beta);
-    return;
-  }
-  alignas(64) T tmp[16 * 64];  // mr*nr <= 16*64 for every kernel
-  kern(tmp, i64(NR), T(0));
+// Edge micro-tiles (mr < MR or nr < NR) are computed into a local tile with
+// beta = 0 and merged, so the kernels only ever see full tiles. Full tiles
+// call the kernel directly (no callable object is built per tile: copying
+// one through the stack cost a store-forwarding stall per tile, which
+// dominated GEMMs with small k).
+template <typename T>
+void merge_edge(const T* tmp, int NR, i64 mr, i64 nr, T* c, i64 ldc, T beta) {
   for (i64 i = 0; i < mr; ++i)
     for (i64 j = 0; j < nr; ++j) {
       T* cij = c + i * ldc + j;
@@ -172,8 +169,15 @@ void gemm_serial(const GemmKernel<T>& K, i64 m0, i64 m1, i64 n0, i64 n1, i64 k,
           const T* bp = bufB + jr * kc;
           for (i64 ir = 0; ir < mc; ir += MR) {
             const T* ap = bufA + ir * kc;
-            run_tile<T>(MR, NR, std::min<i64>(MR, mc - ir), nr, C + (ic + ir) * ldc + jc + jr, ldc,
-                        beta_eff, [&](T* c, i64 ldc_, T b_) { K.fn(kc, ap, bp, c, ldc_, b_); });
+            const i64 mr = std::min<i64>(MR, mc - ir);
+            T* c = C + (ic + ir) * ldc + jc + jr;
+            if (mr == MR && nr == NR) {
+              K.fn(kc, ap, bp, c, ldc, beta_eff);
+            } else {
+              alignas(64) T tmp[16 * 64];  // mr*nr <= 16*64 for every kernel
+              K.fn(kc, ap, bp, tmp, NR, T(0));
+              merge_edge(tmp, NR, mr, nr, c, ldc, beta_eff);
+            }
           }
         }
       }
@@ -199,9 +203,15 @@ void gemm_rows_serial(const GemmKernel<T>& K, i64 m0, i64 m1, i64 n0, i64 n1, i6
         const T* bp = Bbase + jr;
         for (i64 ir = 0; ir < mc; ir += MR) {
           const T* ap = bufA + ir * kc;
-          run_tile<T>(MR, NR, std::min<i64>(MR, mc - ir), nr, C + (ic + ir) * ldc + jr, ldc,
-                      beta_eff,
-                      [&](T* c, i64 ldc_, T b_) { K.fn_rows(kc, ap, bp, boff + pc, c, ldc_, b_); });
+          const i64 mr = std::min<i64>(MR, mc - ir);
+          T* c = C + (ic + ir) * ldc + jr;
+          if (mr == MR && nr == NR) {
+            K.fn_rows(kc, ap, bp, boff + pc, c, ldc, beta_eff);
+          } else {
+            alignas(64) T tmp[16 * 64];
+            K.fn_rows(kc, ap, bp, boff + pc, tmp, NR, T(0));
+            merge_edge(tmp, NR, mr, nr, c, ldc, beta_eff);
+          }
         }
       }
     }

@@ -356,7 +356,9 @@ const T* transposed_weights(const Conv2dParams& p, const T* w) {
   // the transpose); not zero-filled: every element is written below.
   T* wt = static_cast<T*>(t_weights.reserve(checked_bytes(p.OC * Cg, KK, sizeof(T))));
   // Writes stream; the strided reads revisit the same OCg cache lines for
-  // consecutive c, which stay in L2.
+  // consecutive c, which stay in L2. (A plain copy: threads split it.)
+  const int nt = threads_for(double(p.OC) * Cg * KK * sizeof(T), 1.0e6);
+#pragma omp parallel for num_threads(nt) schedule(static) collapse(2) if (nt > 1)
   for (i64 g = 0; g < p.G; ++g)
     for (i64 c = 0; c < Cg; ++c) {
       T* d = wt + (g * Cg + c) * OCg * KK;
