@@ -27,7 +27,13 @@ namespace {
 // Packs an mc x kc block of A into MR-row micro-panels: [mc/MR][kc][MR],
 // zero-padding the last panel's missing rows.
 template <typename T>
-void pack_a(int MR, i64 mc, i64 kc, const T* A, i64 rsa, i64 csa, T* dst) {
+void pack_a(int MR, i64 mc, i64 kc, const T* A, i64 rsa, i64 csa, T* dst,
+            void (*pack_a6)(const T*, i64, i64, i64, T*) = nullptr) {
+  if (pack_a6 && MR == 6 && csa == 1 && rsa != 1) {
+    for (i64 i0 = 0; i0 < mc; i0 += 6, dst += kc * 6)
+      pack_a6(A + i0 * rsa, rsa, std::min<i64>(6, mc - i0), kc, dst);
+    return;
+  }
   for (i64 i0 = 0; i0 < mc; i0 += MR) {
     const i64 mr = std::min<i64>(MR, mc - i0);
     const T* src = A + i0 * rsa;
@@ -163,7 +169,7 @@ void gemm_serial(const GemmKernel<T>& K, i64 m0, i64 m1, i64 n0, i64 n1, i64 k,
       B.fn(B.ctx, pc, kc, jc, nc, NR, bufB);
       for (i64 ic = m0; ic < m1; ic += K.mc) {
         const i64 mc = std::min<i64>(K.mc, m1 - ic);
-        pack_a(MR, mc, kc, A + ic * rsa + pc * csa, rsa, csa, bufA);
+        pack_a(MR, mc, kc, A + ic * rsa + pc * csa, rsa, csa, bufA, K.pack_a6);
         for (i64 jr = 0; jr < nc; jr += NR) {
           const i64 nr = std::min<i64>(NR, nc - jr);
           const T* bp = bufB + jr * kc;
@@ -197,7 +203,7 @@ void gemm_rows_serial(const GemmKernel<T>& K, i64 m0, i64 m1, i64 n0, i64 n1, i6
     const T beta_eff = pc == 0 ? beta : T(1);
     for (i64 ic = m0; ic < m1; ic += K.mc) {
       const i64 mc = std::min<i64>(K.mc, m1 - ic);
-      pack_a(MR, mc, kc, A + ic * rsa + pc * csa, rsa, csa, bufA);
+      pack_a(MR, mc, kc, A + ic * rsa + pc * csa, rsa, csa, bufA, K.pack_a6);
       for (i64 jr = n0; jr < n1; jr += NR) {
         const i64 nr = std::min<i64>(NR, n1 - jr);
         const T* bp = Bbase + jr;

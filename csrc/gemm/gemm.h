@@ -43,10 +43,16 @@ struct GemmKernel {
   // (nr a multiple of 8). Convolution's backward-weight B source is such a
   // set of streams; this transposes them with SIMD shuffles.
   void (*pack_streams)(const T* const* src, i64 kc, int nr, T* dst) = nullptr;
+  // Optional, for mr == 6 kernels: packs mr <= 6 rows of A that run along k
+  // (row i at a + i*rsa, unit stride in k) into one [kc][6] micro-panel,
+  // zero rows past mr. A convolution's weights and backward-weight's dy are
+  // such rows; the portable path scatters them one value at a time.
+  void (*pack_a6)(const T* a, i64 rsa, i64 mr, i64 kc, T* dst) = nullptr;
 };
 
 // AVX2 stream packer (ukernel_avx2.cpp); also used by the AVX-512 table.
 void spack_streams__avx2(const float* const* src, i64 kc, int nr, float* dst);
+void spack_a6__avx2(const float* a, i64 rsa, i64 mr, i64 kc, float* dst);
 
 // The kernel table: one entry per ISA and dtype (dispatch.cpp).
 template <typename T>

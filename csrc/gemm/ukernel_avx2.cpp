@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include "gemm/gemm.h"
+#include "ops/simd_avx2.h"
 
 namespace pyconv {
 namespace {
@@ -49,26 +50,6 @@ void dgemm_ukernel_rows_6x8__avx2(i64 kc, const double* a, const double* b, cons
   ukernel_body<VD, 6, 2, true>(kc, a, b, boff, c, ldc, beta);
 }
 
-// In-register 8x8 transpose: on exit r[k][t] is the entry value r[t][k].
-inline void transpose8(__m256* r) {
-  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
-  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
-  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
-  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
-  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
-  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
-  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
-  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
-}
-
 }  // namespace
 
 void spack_streams__avx2(const float* const* src, i64 kc, int nr, float* dst) {
@@ -87,9 +68,29 @@ void spack_streams__avx2(const float* const* src, i64 kc, int nr, float* dst) {
   }
 }
 
+// Packs mr <= 6 rows of A, each contiguous along k (row i at a + i * rsa),
+// into one [kc][6] micro-panel; rows mr..5 are zero. Blocks of 8 k are
+// loaded as 6 (+2 zero) row vectors and transposed in registers.
+void spack_a6__avx2(const float* a, i64 rsa, i64 mr, i64 kc, float* dst) {
+  i64 q = 0;
+  for (; q + 8 <= kc; q += 8) {
+    __m256 v[8];
+    for (int i = 0; i < 8; ++i) v[i] = i < mr ? _mm256_loadu_ps(a + i * rsa + q) : _mm256_setzero_ps();
+    transpose8(v);  // v[l] = column q + l: rows 0..5, then two zeros
+    float* d = dst + q * 6;
+    // Each 8-float store spills two zeros into the next row, which its own
+    // store then rewrites; the last row goes as 4 + 2 floats.
+    for (int l = 0; l < 7; ++l) _mm256_storeu_ps(d + l * 6, v[l]);
+    _mm_storeu_ps(d + 42, _mm256_castps256_ps128(v[7]));
+    _mm_storel_pi(reinterpret_cast<__m64*>(d + 46), _mm256_extractf128_ps(v[7], 1));
+  }
+  for (; q < kc; ++q)
+    for (i64 i = 0; i < 6; ++i) dst[q * 6 + i] = i < mr ? a[i * rsa + q] : 0.0f;
+}
+
 const GemmKernel<float> sgemm_avx2 = {"sgemm_ukernel_6x16__avx2", Isa::avx2, 6, 16, 144, 256, 4096,
                                       sgemm_ukernel_6x16__avx2, sgemm_ukernel_rows_6x16__avx2,
-                                      spack_streams__avx2};
+                                      spack_streams__avx2, spack_a6__avx2};
 const GemmKernel<double> dgemm_avx2 = {"dgemm_ukernel_6x8__avx2", Isa::avx2, 6, 8, 96, 256, 2048,
                                        dgemm_ukernel_6x8__avx2, dgemm_ukernel_rows_6x8__avx2};
 

@@ -355,18 +355,30 @@ const T* transposed_weights(const Conv2dParams& p, const T* w) {
   // Kept between calls (page faults on a fresh 9 MB buffer cost more than
   // the transpose); not zero-filled: every element is written below.
   T* wt = static_cast<T*>(t_weights.reserve(checked_bytes(p.OC * Cg, KK, sizeof(T))));
-  // Writes stream; the strided reads revisit the same OCg cache lines for
-  // consecutive c, which stay in L2. (A plain copy: threads split it.)
+  // Blocks of 64 x 8 (c, o) filters: each o reads a 64-filter run of w
+  // (prefetched a block ahead), each c writes an 8-filter run of wt (either
+  // loop order alone strides through all of one array). A plain copy:
+  // threads split it.
+  constexpr i64 BC = 64, BO = 8;
+  const i64 cb = (Cg + BC - 1) / BC, ob = (OCg + BO - 1) / BO;
   const int nt = threads_for(double(p.OC) * Cg * KK * sizeof(T), 1.0e6);
-#pragma omp parallel for num_threads(nt) schedule(static) collapse(2) if (nt > 1)
-  for (i64 g = 0; g < p.G; ++g)
-    for (i64 c = 0; c < Cg; ++c) {
-      T* d = wt + (g * Cg + c) * OCg * KK;
-      for (i64 o = 0; o < OCg; ++o, d += KK) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (i64 blk = 0; blk < p.G * cb * ob; ++blk) {
+    const i64 g = blk / (cb * ob), c0 = (blk / ob) % cb * BC, o0 = blk % ob * BO;
+    const i64 c1 = std::min(Cg, c0 + BC), o1 = std::min(OCg, o0 + BO);
+    if (o1 + BO <= OCg)  // the next block's rows of w
+      for (i64 o = o1; o < o1 + BO; ++o) {
+        const char* r = reinterpret_cast<const char*>(w + ((g * OCg + o) * Cg + c0) * KK);
+        for (i64 b = 0; b < (c1 - c0) * KK * i64(sizeof(T)); b += 64) __builtin_prefetch(r + b);
+      }
+    for (i64 c = c0; c < c1; ++c) {
+      T* d = wt + ((g * Cg + c) * OCg + o0) * KK;
+      for (i64 o = o0; o < o1; ++o, d += KK) {
         const T* src = w + ((g * OCg + o) * Cg + c) * KK;
         for (i64 t = 0; t < KK; ++t) d[t] = src[KK - 1 - t];
       }
     }
+  }
   return wt;
 }
 
