@@ -2,7 +2,8 @@
 
 float32 3x3 stride-1 dilation-1 ungrouped convolutions with >= 16 input and
 output channels and >= 32 output tiles run forward, backward-data and
-backward-weight by Winograd. This file sweeps what its layout depends on: odd output sizes
+backward-weight by Winograd; so do dilated ones with padding = dilation on
+sizes the dilation divides (as D*D undilated phase problems). This file sweeps what its layout depends on: odd output sizes
 (partial 2x2 tiles), padding 0-2 (backward-data runs with padding 2 - p),
 channel counts off the 8-lane and 6-row blocks, more than one GEMM k block,
 several tile blocks per call (shared and per-thread), both thread counts;
@@ -218,3 +219,48 @@ def test_float64_and_small_shapes_unaffected(winograd_restore):
                         pyconv.conv2d_weight(x, w.shape, dy, padding=1, **kw)))
         for a, c in zip(*out):
             np.testing.assert_array_equal(a, c)
+
+
+DILATED = [
+    # N, C, OC, H, W, D
+    (1, 16, 16, 16, 16, 2),
+    (2, 16, 20, 12, 18, 2),
+    (1, 32, 16, 30, 30, 3),
+    (3, 17, 16, 10, 14, 2),
+]
+
+
+@pytest.mark.parametrize("nt", [1, 2])
+@pytest.mark.parametrize("N,C,OC,H,W,D", DILATED, ids=[f"n{s[0]}c{s[1]}oc{s[2]}-{s[3]}x{s[4]}-d{s[5]}" for s in DILATED])
+def test_dilated_same_padding_by_phases(N, C, OC, H, W, D, nt, threads, winograd_restore):
+    """Dilation D with padding D on sizes divisible by D runs as D*D undilated
+    Winograd problems (one per input/output phase)."""
+    pyconv.set_num_threads(nt)
+    x, w, b, _ = _arrays(N, C, OC, H, W, 1, seed=H * W + D)
+    kw = dict(padding=D, dilation=D)
+    dy = np.random.default_rng(D).standard_normal((N, OC, H, W)).astype(np.float32)
+    y_ref = conv2d_ref(x, w, b, **kw)
+    dx_ref, dw_ref, _ = conv2d_backward_ref(dy, x, w, **kw)
+    got = (pyconv.conv2d(x, w, b, **kw), pyconv.conv2d_input(x.shape, w, dy, **kw),
+           pyconv.conv2d_weight(x, w.shape, dy, **kw))
+    for name, g, ref in zip(("y", "dx", "dw"), got, (y_ref, dx_ref, dw_ref)):
+        assert rel_err(g, ref) < TOL, (name, rel_err(g, ref))
+    pyconv.set_winograd(False)
+    direct = (pyconv.conv2d(x, w, b, **kw), pyconv.conv2d_input(x.shape, w, dy, **kw),
+              pyconv.conv2d_weight(x, w.shape, dy, **kw))
+    for name, g, d in zip(("y", "dx", "dw"), got, direct):
+        assert not np.array_equal(g, d), name  # it was Winograd
+
+
+def test_dilated_other_shapes_stay_direct(winograd_restore):
+    """Sizes not divisible by D, or padding other than D: the direct path."""
+    rng = np.random.default_rng(1)
+    for (H, W, P) in [(15, 16, 2), (16, 16, 1), (16, 16, 3)]:
+        x = rng.standard_normal((1, 16, H, W)).astype(np.float32)
+        w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+        out = []
+        for on in (True, False):
+            pyconv.set_winograd(on)
+            out.append(pyconv.conv2d(x, w, padding=P, dilation=2))
+        np.testing.assert_array_equal(out[0], out[1])
+        assert rel_err(out[0], conv2d_ref(x, w, padding=P, dilation=2)) < TOL

@@ -318,8 +318,33 @@ void forward_all(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y
 
 }  // namespace
 
-bool winograd_forward_f32(const Conv2dParams& p, const float* x, const float* w, const float* b,
-                          float* y) {
+namespace {
+
+thread_local AlignedBuffer t_phase_a, t_phase_b;  // dilated Winograd: split planes
+
+// a [N][C][H][W] <-> s [N][D][D][C][H/D][W/D]: s[n][by][bx][c][i][j] =
+// a[n][c][i*D + by][j*D + bx]. split copies a -> s, merge s -> a.
+void phase_copy(bool split, i64 N, i64 C, i64 H, i64 W, i64 D, const float* src, float* dst) {
+  const i64 h = H / D, w = W / D;
+  const int nt = threads_for(double(N) * C * H * W * 4, 1.0e6);
+#pragma omp parallel for num_threads(nt) schedule(static) collapse(2) if (nt > 1)
+  for (i64 n = 0; n < N; ++n)
+    for (i64 c = 0; c < C; ++c)
+      for (i64 by = 0; by < D; ++by)
+        for (i64 bx = 0; bx < D; ++bx) {
+          const i64 plane = ((n * D + by) * D + bx) * C + c;
+          for (i64 i = 0; i < h; ++i) {
+            const i64 arow = ((n * C + c) * H + i * D + by) * W + bx, srow = (plane * h + i) * w;
+            if (split)
+              for (i64 j = 0; j < w; ++j) dst[srow + j] = src[arow + j * D];
+            else
+              for (i64 j = 0; j < w; ++j) dst[arow + j * D] = src[srow + j];
+          }
+        }
+}
+
+bool winograd_forward_plain(const Conv2dParams& p, const float* x, const float* w, const float* b,
+                            float* y) {
 #if defined(PYCONV_X86)
   if (active_isa() != Isa::ref && cpu_supports(Isa::avx2))
     return winograd_forward_f32_avx2(p, x, w, b, y);
@@ -327,8 +352,8 @@ bool winograd_forward_f32(const Conv2dParams& p, const float* x, const float* w,
   return false;
 }
 
-bool winograd_backward_weight_f32(const Conv2dParams& p, const float* dy, const float* x,
-                                  float* dw) {
+bool winograd_backward_weight_plain(const Conv2dParams& p, const float* dy, const float* x,
+                                    float* dw) {
 #if defined(PYCONV_X86)
   if (active_isa() != Isa::ref && cpu_supports(Isa::avx2))
     return winograd_backward_weight_f32_avx2(p, dy, x, dw);
@@ -336,12 +361,39 @@ bool winograd_backward_weight_f32(const Conv2dParams& p, const float* dy, const 
   return false;
 }
 
+}  // namespace
+
+bool winograd_forward_f32(const Conv2dParams& p, const float* x, const float* w, const float* b,
+                          float* y) {
+  if (winograd_shape(p)) return winograd_forward_plain(p, x, w, b, y);
+  const Conv2dParams s = winograd_phase_problem(p);
+  const i64 D = p.DH;
+  float* xs = static_cast<float*>(t_phase_a.reserve(checked_bytes(p.N * p.C, p.H * p.W, 4)));
+  float* ys = static_cast<float*>(t_phase_b.reserve(checked_bytes(p.N * p.OC, p.OH * p.OW, 4)));
+  phase_copy(true, p.N, p.C, p.H, p.W, D, x, xs);
+  if (!winograd_forward_plain(s, xs, w, b, ys)) return false;
+  phase_copy(false, p.N, p.OC, p.OH, p.OW, D, ys, y);
+  return true;
+}
+
+bool winograd_backward_weight_f32(const Conv2dParams& p, const float* dy, const float* x,
+                                  float* dw) {
+  if (winograd_shape(p)) return winograd_backward_weight_plain(p, dy, x, dw);
+  const Conv2dParams s = winograd_phase_problem(p);
+  const i64 D = p.DH;
+  float* xs = static_cast<float*>(t_phase_a.reserve(checked_bytes(p.N * p.C, p.H * p.W, 4)));
+  float* dys = static_cast<float*>(t_phase_b.reserve(checked_bytes(p.N * p.OC, p.OH * p.OW, 4)));
+  phase_copy(true, p.N, p.C, p.H, p.W, D, x, xs);
+  phase_copy(true, p.N, p.OC, p.OH, p.OW, D, dy, dys);
+  return winograd_backward_weight_plain(s, dys, xs, dw);
+}
+
 template <typename T>
 void conv2d_forward(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y) {
   p.validate();
   if (is_depthwise(p)) return depthwise_forward(p, x, w, b, y);
   if constexpr (std::is_same_v<T, float>)
-    if (g_winograd_enabled.load(std::memory_order_relaxed) && winograd_shape(p) &&
+    if (g_winograd_enabled.load(std::memory_order_relaxed) && winograd_any(p) &&
         winograd_forward_f32(p, x, w, b, y))
       return;
   forward_all(p, x, w, b, y);
@@ -398,7 +450,7 @@ void conv2d_backward_data(const Conv2dParams& p, const T* dy, const T* w, T* dx)
   q.PT = p.DH * (p.KH - 1) - p.PT;
   q.PL = p.DW * (p.KW - 1) - p.PL;
   if constexpr (std::is_same_v<T, float>)
-    if (as_forward && g_winograd_enabled.load(std::memory_order_relaxed) && winograd_shape(q) &&
+    if (as_forward && g_winograd_enabled.load(std::memory_order_relaxed) && winograd_any(q) &&
         winograd_forward_f32(q, dy, transposed_weights(p, w), nullptr, dx))
       return;
   if (use_batched(p)) return backward_data_batched(p, dy, w, dx);
@@ -602,7 +654,7 @@ void conv2d_backward_weight(const Conv2dParams& p, const T* dy, const T* x, T* d
   }
   if (is_depthwise(p)) return depthwise_backward_weight(p, dy, x, dw);
   if constexpr (std::is_same_v<T, float>)
-    if (g_winograd_enabled.load(std::memory_order_relaxed) && winograd_shape(p) &&
+    if (g_winograd_enabled.load(std::memory_order_relaxed) && winograd_any(p) &&
         winograd_backward_weight_f32(p, dy, x, dw))
       return;
   Scratch& s = t_scratch;

@@ -36,13 +36,38 @@ inline bool winograd_shape(const Conv2dParams& p) {
          p.N * ((p.OH + 1) / 2) * ((p.OW + 1) / 2) >= 32;
 }
 
-// Runs y = conv2d(x, w, b) (b nullable) for a winograd_shape(p) and returns
+// Dilation D > 1 with 'same'-style padding D on sizes divisible by D splits
+// into D x D independent undilated problems: output phase (qy, qx) reads
+// only input phase (qy, qx), with a plain 3x3 kernel and padding 1. The
+// ops split x (and dy) into those phases, run the sub-problem below as one
+// batch of N*D*D images, and interleave the result back.
+inline Conv2dParams winograd_phase_problem(const Conv2dParams& p) {
+  Conv2dParams s = p;
+  const i64 D = p.DH;
+  s.N = p.N * D * D;
+  s.H = p.H / D;
+  s.W = p.W / D;
+  s.OH = p.OH / D;
+  s.OW = p.OW / D;
+  s.PT = s.PL = 1;
+  s.DH = s.DW = 1;
+  return s;
+}
+inline bool winograd_dilated(const Conv2dParams& p) {
+  const i64 D = p.DH;
+  return D > 1 && p.DW == D && p.KH == 3 && p.KW == 3 && p.SH == 1 && p.SW == 1 && p.G == 1 &&
+         p.PT == D && p.PL == D && p.OH == p.H && p.OW == p.W && p.H % D == 0 && p.W % D == 0 &&
+         winograd_shape(winograd_phase_problem(p));
+}
+inline bool winograd_any(const Conv2dParams& p) { return winograd_shape(p) || winograd_dilated(p); }
+
+// Runs y = conv2d(x, w, b) (b nullable) for a winograd_any(p) and returns
 // true, or returns false without a result (y possibly partly written) when
 // the active ISA has no kernel for it or a value is out of range (above).
 bool winograd_forward_f32(const Conv2dParams& p, const float* x, const float* w, const float* b,
                           float* y);
 
-// dy, x -> dw for a winograd_shape(p), by the adjoint transforms; false
+// dy, x -> dw for a winograd_any(p), by the adjoint transforms; false
 // (dw possibly partly written) under the same conditions.
 bool winograd_backward_weight_f32(const Conv2dParams& p, const float* dy, const float* x,
                                   float* dw);
