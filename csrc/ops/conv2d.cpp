@@ -662,7 +662,7 @@ void conv2d_backward_weight(const Conv2dParams& p, const T* dy, const T* x, T* d
   // parallel instead. Chunk c accumulates into slot c % nslots (each slot
   // walks its chunks in order), and the slots are folded in slot order. All
   // of this depends on the shape only, never on the thread count.
-  const bool split = dw_elems <= 65536 && p.N * p.OH >= 2;
+  const bool split = dw_elems <= 262144 && p.N * p.OH >= 2;
   const bool finite = !use_wide_weight(p) || all_finite(x, p.N * p.C * p.H * p.W);
   const WeightChunks ch = weight_chunks(p, split, finite);
   const i64 nchunks = ch.count(), per = chunk_elems(p, ch);
