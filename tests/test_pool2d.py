@@ -843,3 +843,26 @@ def test_backward_bad_grad_dtype():
         pyconv.avg_pool2d_backward(y.astype(np.complex64), X.shape, 2)
     with _raises(TypeError, "grad_output"):
         pyconv.adaptive_avg_pool2d_backward(y.astype(np.complex64), X.shape)
+
+
+@pytest.mark.parametrize("W", [2, 3, 15, 16, 17, 18, 31, 33, 40])
+def test_max_pool_2x2_simd_rows_match_reference_on_every_isa(W):
+    """The 2x2 stride-2 fast path runs 8 outputs per vector on AVX2 (float32)
+    with a scalar tail: ties (first maximum wins), NaN (a NaN wins: the last
+    one) and -inf must give the reference's values and indices on every ISA."""
+    rng = np.random.default_rng(W)
+    x = rng.integers(0, 3, size=(2, 3, 6, W)).astype(np.float32)
+    flat = x.reshape(-1)
+    flat[rng.choice(flat.size, 7, replace=False)] = np.nan
+    flat[rng.choice(flat.size, 7, replace=False)] = -np.inf
+    y_ref, i_ref = max_pool2d_ref(x.astype(np.float64), 2)
+    old = pyconv.get_isa()
+    try:
+        for isa in pyconv.supported_isas():
+            pyconv.set_isa(isa)
+            y, ind = pyconv.max_pool2d(x, 2, return_indices=True)
+            np.testing.assert_array_equal(ind, i_ref, err_msg=isa)
+            np.testing.assert_array_equal(y, y_ref.astype(np.float32), err_msg=isa)
+            np.testing.assert_array_equal(pyconv.max_pool2d(x, 2), y)
+    finally:
+        pyconv.set_isa(old)

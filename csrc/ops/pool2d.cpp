@@ -5,8 +5,10 @@
 #include <atomic>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include "cpu/parallel.h"
+#include "ops/vmath.h"
 
 namespace pyconv {
 namespace {
@@ -46,6 +48,15 @@ namespace {
 // selects over the four taps so the loop has no data-dependent branches.
 template <typename T>
 void max_pool_2x2(const Pool2dParams& p, const T* xp, T* yp, std::int64_t* ip) {
+  if constexpr (std::is_same_v<T, float>) {
+    const VMathF32* vm = p.W < (i64(1) << 30) ? vmath_f32() : nullptr;  // (int32 tap offsets)
+    if (vm) {  // the same rule, 8 outputs at a time
+      for (i64 oy = 0; oy < p.OH; ++oy)
+        vm->max_pool2x2_row(xp + 2 * oy * p.W, xp + (2 * oy + 1) * p.W, p.OW, yp + oy * p.OW,
+                            ip ? ip + oy * p.OW : nullptr, 2 * oy * p.W, p.W);
+      return;
+    }
+  }
   for (i64 oy = 0; oy < p.OH; ++oy) {
     const T* __restrict r0 = xp + 2 * oy * p.W;
     const T* __restrict r1 = r0 + p.W;

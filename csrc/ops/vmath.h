@@ -8,6 +8,8 @@
 // agree with it to a few ulp. Each call is serial: callers split work
 // between threads, so results do not depend on the thread count.
 #pragma once
+#include <cstdint>
+
 #include "common.h"
 
 namespace pyconv {
@@ -27,6 +29,11 @@ struct VMathF32 {
   float (*dot)(const float* x, const float* y, i64 n);
   // y[i] = exp(x[i] - m) (y may be null, or equal to x); returns the sum of those values.
   float (*exp_shift_sum)(const float* x, float m, float* y, i64 n);
+  // One output row of 2x2 stride-2 max pooling: y[o] = max of r0[2o],
+  // r0[2o+1], r1[2o], r1[2o+1] (first maximum wins, a NaN wins), o < n;
+  // idx (nullable) gets base + 2o + {0, 1, W, W + 1} for the winning tap.
+  void (*max_pool2x2_row)(const float* r0, const float* r1, i64 n, float* y, std::int64_t* idx,
+                          i64 base, i64 W);
 };
 
 // The table for the active ISA, or nullptr when it is 'ref' (or the CPU has

@@ -238,6 +238,57 @@ float exp_shift_sum_f32(const float* x, float m, float* y, i64 n) {
   return s;
 }
 
+// Even and odd elements of 16 floats: (p[0], p[2], ..., p[14]), (p[1], ..., p[15]).
+inline void deinterleave16(const float* p, V* even, V* odd) {
+  const V a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
+  const V e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+  const V o = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+  *even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8));
+  *odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8));
+}
+
+void max_pool2x2_row_f32(const float* r0, const float* r1, i64 n, float* y, std::int64_t* idx,
+                         i64 base, i64 W) {
+  i64 o = 0;
+  const __m256i steps = _mm256_setr_epi64x(0, 2, 4, 6);
+  for (; o + 8 <= n; o += 8) {
+    V a, b, c, d;
+    deinterleave16(r0 + 2 * o, &a, &b);
+    deinterleave16(r1 + 2 * o, &c, &d);
+    // t = v > m or v is NaN: take v (the scalar rule, lane by lane)
+    V m = a, k = _mm256_setzero_ps();
+    V t = _mm256_or_ps(_mm256_cmp_ps(b, m, _CMP_GT_OQ), _mm256_cmp_ps(b, b, _CMP_UNORD_Q));
+    m = _mm256_blendv_ps(m, b, t);
+    k = _mm256_blendv_ps(k, _mm256_castsi256_ps(_mm256_set1_epi32(1)), t);
+    t = _mm256_or_ps(_mm256_cmp_ps(c, m, _CMP_GT_OQ), _mm256_cmp_ps(c, c, _CMP_UNORD_Q));
+    m = _mm256_blendv_ps(m, c, t);
+    k = _mm256_blendv_ps(k, _mm256_castsi256_ps(_mm256_set1_epi32((int)W)), t);
+    t = _mm256_or_ps(_mm256_cmp_ps(d, m, _CMP_GT_OQ), _mm256_cmp_ps(d, d, _CMP_UNORD_Q));
+    m = _mm256_blendv_ps(m, d, t);
+    k = _mm256_blendv_ps(k, _mm256_castsi256_ps(_mm256_set1_epi32((int)W + 1)), t);
+    _mm256_storeu_ps(y + o, m);
+    if (idx) {
+      const __m256i ki = _mm256_castps_si256(k);
+      const __m256i b0 = _mm256_add_epi64(_mm256_set1_epi64x(base + 2 * o), steps);
+      const __m256i b1 = _mm256_add_epi64(b0, _mm256_set1_epi64x(8));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx + o),
+                          _mm256_add_epi64(b0, _mm256_cvtepi32_epi64(_mm256_castsi256_si128(ki))));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx + o + 4),
+                          _mm256_add_epi64(b1, _mm256_cvtepi32_epi64(_mm256_extracti128_si256(ki, 1))));
+    }
+  }
+  for (; o < n; ++o) {
+    const float v[4] = {r0[2 * o], r0[2 * o + 1], r1[2 * o], r1[2 * o + 1]};
+    const i64 off[4] = {0, 1, W, W + 1};
+    float m = v[0];
+    i64 k = 0;
+    for (int j = 1; j < 4; ++j)
+      if (v[j] > m || v[j] != v[j]) m = v[j], k = off[j];
+    y[o] = m;
+    if (idx) idx[o] = base + 2 * o + k;
+  }
+}
+
 }  // namespace
 
 const VMathF32 vmath_f32_avx2 = {
@@ -252,6 +303,7 @@ const VMathF32 vmath_f32_avx2 = {
     sum_f32,
     dot_f32,
     exp_shift_sum_f32,
+    max_pool2x2_row_f32,
 };
 
 }  // namespace pyconv
