@@ -866,3 +866,28 @@ def test_max_pool_2x2_simd_rows_match_reference_on_every_isa(W):
             np.testing.assert_array_equal(pyconv.max_pool2d(x, 2), y)
     finally:
         pyconv.set_isa(old)
+
+
+@pytest.mark.parametrize("k,s,p,d,cm", [(3, 2, 1, 1, False), (3, 2, 1, 1, True), (2, 1, 1, 1, False),
+                                        (3, 1, 1, 2, False), (5, 3, 2, 1, True), ((2, 3), (1, 2), (1, 0), 1, False)])
+@pytest.mark.parametrize("W", [5, 16, 37])
+def test_max_pool_simd_planes_match_reference_on_every_isa(k, s, p, d, cm, W):
+    """Other float32 max pools run over -inf-padded, phase-split planes (plane.h)
+    with one flat SIMD pass over the taps; values and indices (ties, NaN, all-
+    -inf windows) must equal the reference's on every ISA."""
+    rng = np.random.default_rng(W)
+    x = rng.integers(0, 3, size=(2, 3, 9, W)).astype(np.float32)
+    flat = x.reshape(-1)
+    flat[rng.choice(flat.size, 5, replace=False)] = np.nan
+    flat[rng.choice(flat.size, 9, replace=False)] = -np.inf
+    x[1, 2, :4, :4] = -np.inf  # windows with nothing above -inf
+    y_ref, i_ref = max_pool2d_ref(x.astype(np.float64), k, s, p, d, cm)
+    old = pyconv.get_isa()
+    try:
+        for isa in pyconv.supported_isas():
+            pyconv.set_isa(isa)
+            y, ind = pyconv.max_pool2d(x, k, s, p, d, ceil_mode=cm, return_indices=True)
+            np.testing.assert_array_equal(ind, i_ref, err_msg=isa)
+            np.testing.assert_array_equal(y, y_ref.astype(np.float32), err_msg=isa)
+    finally:
+        pyconv.set_isa(old)

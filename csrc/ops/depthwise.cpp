@@ -17,6 +17,7 @@
 #include "cpu/cpuinfo.h"
 #include "cpu/parallel.h"
 #include "ops/im2col.h"
+#include "ops/plane.h"
 
 namespace pyconv {
 
@@ -181,78 +182,10 @@ void backward_weight_portable(const Conv2dParams& p, const T* dy, const T* x, T*
 // ---- SIMD float32 path -------------------------------------------------
 // Each plane is laid out in a per-thread buffer with a row pitch of its own
 // so that every tap is a shifted slice, and the whole plane is then one flat
-// kernel call (DepthwiseF32::flat): output index j = row * pitch + col. The
+// kernel call (PlaneF32::flat): output index j = row * pitch + col. The
 // columns col >= the row width are computed on garbage and dropped when the
-// rows are copied out. Buffers larger than kDwMaxBuffer floats (huge padding
+// rows are copied out. Buffers larger than kPlaneMaxBuffer floats (huge padding
 // or dilation) take the portable loops instead.
-constexpr i64 kDwMaxBuffer = i64(1) << 22;
-constexpr i64 kDwPad = 64;  // floats past every buffer's end that kernels may touch
-
-// The padded input plane of forward / backward-weight, split into its
-// SH x SW stride phases: phase (py, px) row r, column c holds the padded
-// plane's element (r*SH + py, c*SW + px), i.e. x[r*SH + py - PT][c*SW + px - PL]
-// or 0. Output (oy, ox) then reads tap (ky, kx) at phase
-// ((ky*DH) % SH, (kx*DW) % SW), row oy + (ky*DH) / SH, column ox + (kx*DW) / SW.
-// The zero positions are the same for every plane, so a buffer is zeroed
-// once and only the data positions are rewritten.
-struct PhaseLayout {
-  i64 Hpad, Wpad, Rp, pitch, size, L;
-  std::vector<i64> off;  // per tap, (ky, kx) row-major
-  bool ok;
-  explicit PhaseLayout(const Conv2dParams& p) : off(p.KH * p.KW) {
-    Hpad = (p.OH - 1) * p.SH + (p.KH - 1) * p.DH + 1;
-    Wpad = (p.OW - 1) * p.SW + (p.KW - 1) * p.DW + 1;
-    Rp = (Hpad + p.SH - 1) / p.SH;
-    pitch = (Wpad + p.SW - 1) / p.SW;  // >= OW + (KW-1)*DW / SW
-    L = (p.OH * pitch + 7) & ~i64(7);
-    size = p.SH * p.SW * Rp * pitch + pitch + kDwPad;
-    ok = p.PT >= 0 && p.PL >= 0 && size <= kDwMaxBuffer && L <= kDwMaxBuffer;
-    for (i64 ky = 0; ky < p.KH; ++ky)
-      for (i64 kx = 0; kx < p.KW; ++kx) {
-        const i64 py = (ky * p.DH) % p.SH, px = (kx * p.DW) % p.SW;
-        off[ky * p.KW + kx] =
-            ((py * p.SW + px) * Rp + (ky * p.DH) / p.SH) * pitch + (kx * p.DW) / p.SW;
-      }
-  }
-  // Copies plane xc in; with check, returns false if any value is inf or NaN.
-  bool fill(const Conv2dParams& p, const DepthwiseF32* k, const float* xc, float* buf,
-            bool check) const {
-    const i64 x1 = std::min(p.W, Wpad - p.PL), y1 = std::min(p.H, Hpad - p.PT);
-    if (p.SH == 1 && p.SW == 1)
-      return k->copy2d(xc, p.W, buf + p.PT * pitch + p.PL, pitch, y1, x1, check);
-    bool ok = true;
-    std::uint32_t bad = 0;
-    i64 py = p.PT % p.SH, r = p.PT / p.SH;  // phase row of iy = 0
-    for (i64 iy = 0; iy < y1; ++iy) {
-      const float* __restrict xr = xc + iy * p.W;
-      float* __restrict row = buf + (py * p.SW * Rp + r) * pitch;
-      if (p.SW == 1) {
-        ok &= k->copy2d(xr, 0, row + p.PL, 0, 1, x1, check);
-      } else if (p.SW == 2) {  // x[0::2] and x[1::2] go to the phases of PL and PL + 1
-        float* ph0 = row + (p.PL % 2) * Rp * pitch + p.PL / 2;
-        float* ph1 = row + ((p.PL + 1) % 2) * Rp * pitch + (p.PL + 1) / 2;
-        ok &= k->split2(xr, x1, ph0, ph1, check);
-      } else {
-        for (i64 px = 0; px < p.SW; ++px) {  // columns pc = c*SW + px, pc = ix + PL
-          float* __restrict ph = row + px * Rp * pitch;
-          i64 ix = ((px - p.PL) % p.SW + p.SW) % p.SW;
-          for (i64 c = (ix + p.PL) / p.SW; ix < x1; ix += p.SW, ++c) {
-            ph[c] = xr[ix];
-            if (check) bad |= nonfinite_bits(xr[ix]);
-          }
-        }
-      }
-      if (++py == p.SH) py = 0, ++r;
-    }
-    return ok && bad == 0;
-  }
-  static std::uint32_t nonfinite_bits(float v) {
-    std::uint32_t u;
-    std::memcpy(&u, &v, 4);
-    return (u & 0x7f800000u) == 0x7f800000u;
-  }
-};
-
 // dy dilated by the stride and zero-padded for backward-data:
 // buf[OY0 + oy*SH][OX0 + ox*SW] = dy[oy][ox], zero elsewhere. Then
 // dx[iy][ix] = sum_t w[t] * buf[off[t] + iy*pitch + ix] with
@@ -267,13 +200,13 @@ struct DilatedLayout {
     rows = OY0 + p.PT + p.H;
     pitch = OX0 + p.PL + p.W;
     L = (p.H * pitch + 7) & ~i64(7);
-    size = rows * pitch + pitch + kDwPad;
-    ok = p.PT >= 0 && p.PL >= 0 && size <= kDwMaxBuffer && L <= kDwMaxBuffer;
+    size = rows * pitch + pitch + kPlanePad;
+    ok = p.PT >= 0 && p.PL >= 0 && size <= kPlaneMaxBuffer && L <= kPlaneMaxBuffer;
     for (i64 ky = 0; ky < p.KH; ++ky)
       for (i64 kx = 0; kx < p.KW; ++kx)
         off[ky * p.KW + kx] = (OY0 + p.PT - ky * p.DH) * pitch + OX0 + p.PL - kx * p.DW;
   }
-  void fill(const Conv2dParams& p, const DepthwiseF32* k, const float* dyp, float* buf) const {
+  void fill(const Conv2dParams& p, const PlaneF32* k, const float* dyp, float* buf) const {
     // Columns at or past pitch are never read (and would wrap into the next row).
     const i64 ox1 = std::min(p.OW, (pitch - OX0 + p.SW - 1) / p.SW);
     const i64 oy1 = std::min(p.OH, (rows - OY0 + p.SH - 1) / p.SH);
@@ -289,20 +222,6 @@ struct DilatedLayout {
   }
 };
 
-// Zeroed per-thread scratch: `count` buffers of the given sizes each.
-struct ThreadBuffers {
-  std::vector<float> all;
-  i64 stride;
-  ThreadBuffers(int nt, i64 per_thread) : all(std::size_t(nt) * per_thread, 0.0f), stride(per_thread) {}
-  float* mine() {
-#ifdef _OPENMP
-    return all.data() + std::size_t(omp_get_thread_num()) * stride;
-#else
-    return all.data();
-#endif
-  }
-};
-
 int simd_threads(const Conv2dParams& p, i64 units) {
   const double work = 2.0 * p.N * p.OC * p.OHW() * p.KH * p.KW;
   return (int)std::clamp<i64>(threads_for(work), 1, std::max<i64>(units, 1));
@@ -310,13 +229,13 @@ int simd_threads(const Conv2dParams& p, i64 units) {
 
 bool forward_simd(const Conv2dParams& p, const float* x, const float* w, const float* b,
                   float* y) {
-  const DepthwiseF32* k = depthwise_f32();
+  const PlaneF32* k = plane_f32();
   if (!k) return false;
   const PhaseLayout L(p);
   if (!L.ok) return false;
   const i64 mult = p.OC / p.C, OHW = p.OHW(), KK = p.KH * p.KW, planes = p.N * p.C;
   const int nt = simd_threads(p, planes);
-  ThreadBuffers tb(nt, L.size + L.L + kDwPad);
+  ThreadBuffers tb(nt, L.size + L.L + kPlanePad);
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     float* buf = tb.mine();
@@ -342,7 +261,7 @@ bool forward_simd(const Conv2dParams& p, const float* x, const float* w, const f
 }
 
 bool backward_data_simd(const Conv2dParams& p, const float* dy, const float* w, float* dx) {
-  const DepthwiseF32* k = depthwise_f32();
+  const PlaneF32* k = plane_f32();
   if (!k) return false;
   const DilatedLayout L(p);
   if (!L.ok) return false;
@@ -352,7 +271,7 @@ bool backward_data_simd(const Conv2dParams& p, const float* dy, const float* w, 
   for (i64 i = 0; i < p.OC * KK; ++i)
     if (!std::isfinite(w[i])) return false;
   const int nt = simd_threads(p, planes);
-  ThreadBuffers tb(nt, L.size + L.L + kDwPad);
+  ThreadBuffers tb(nt, L.size + L.L + kPlanePad);
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     float* buf = tb.mine();
@@ -376,13 +295,13 @@ bool backward_data_simd(const Conv2dParams& p, const float* dy, const float* w, 
 // zeros by x values, which is only exact while x is finite: a plane with an
 // inf or NaN takes the row kernel, whose tails are masked.
 bool backward_weight_simd(const Conv2dParams& p, const float* dy, const float* x, float* dw) {
-  const DepthwiseF32* k = depthwise_f32();
+  const PlaneF32* k = plane_f32();
   if (!k) return false;
   const PhaseLayout L(p);
   if (!L.ok) return false;
   const i64 mult = p.OC / p.C, OHW = p.OHW(), KK = p.KH * p.KW;
   const int nt = simd_threads(p, p.OC);
-  ThreadBuffers tb(nt, L.size + L.L + kDwPad);
+  ThreadBuffers tb(nt, L.size + L.L + kPlanePad);
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     float* buf = tb.mine();
@@ -409,9 +328,9 @@ bool backward_weight_simd(const Conv2dParams& p, const float* dy, const float* x
 
 }  // namespace
 
-const DepthwiseF32* depthwise_f32() {
+const PlaneF32* plane_f32() {
 #if defined(PYCONV_X86)
-  if (active_isa() != Isa::ref && cpu_supports(Isa::avx2)) return &depthwise_f32_avx2;
+  if (active_isa() != Isa::ref && cpu_supports(Isa::avx2)) return &plane_f32_avx2;
 #endif
   return nullptr;
 }

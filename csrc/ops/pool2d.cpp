@@ -6,8 +6,10 @@
 #include <cmath>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 #include "cpu/parallel.h"
+#include "ops/plane.h"
 #include "ops/vmath.h"
 
 namespace pyconv {
@@ -84,6 +86,71 @@ void max_pool_2x2(const Pool2dParams& p, const T* xp, T* yp, std::int64_t* ip) {
 }
 }  // namespace
 
+namespace {
+// Any other float32 max pooling: each plane is laid out with -inf padding
+// and its stride phases split (plane.h), the window maximum runs as one
+// flat SIMD pass over the taps, and the winning tap becomes the index. A
+// window whose in-input taps are all -inf keeps the first in-input tap's
+// index, as in window_max.
+bool max_pool_simd(const Pool2dParams& q, const float* x, float* y, std::int64_t* idx) {
+  const PlaneF32* k = plane_f32();
+  if (!k) return false;
+  Conv2dParams p{};
+  p.N = q.N; p.C = q.C; p.H = q.H; p.W = q.W; p.OC = q.C; p.G = q.C;
+  p.KH = q.KH; p.KW = q.KW; p.SH = q.SH; p.SW = q.SW; p.PT = q.PH; p.PL = q.PW;
+  p.DH = q.DH; p.DW = q.DW; p.OH = q.OH; p.OW = q.OW;
+  const PhaseLayout L(p);
+  const i64 KK = q.KH * q.KW;
+  if (!L.ok || KK >= (i64(1) << 30)) return false;
+  const i64 HW = q.H * q.W, OHW = q.OH * q.OW;
+  // Per tap, its offset from the window origin; per output row / column,
+  // the window origin and the first in-input tap.
+  std::vector<i64> tap(KK), row0(q.OH), col0(q.OW), hfirst(q.OH), wfirst(q.OW);
+  for (i64 ky = 0; ky < q.KH; ++ky)
+    for (i64 kx = 0; kx < q.KW; ++kx) tap[ky * q.KW + kx] = ky * q.DH * q.W + kx * q.DW;
+  for (i64 oy = 0; oy < q.OH; ++oy) {
+    i64 h0 = oy * q.SH - q.PH;
+    row0[oy] = h0 * q.W;
+    if (h0 < 0) h0 += (-h0 + q.DH - 1) / q.DH * q.DH;
+    hfirst[oy] = h0 * q.W;
+  }
+  for (i64 ox = 0; ox < q.OW; ++ox) {
+    i64 w0 = ox * q.SW - q.PW;
+    col0[ox] = w0;
+    if (w0 < 0) w0 += (-w0 + q.DW - 1) / q.DW * q.DW;
+    wfirst[ox] = w0;
+  }
+  const int nt = plane_threads(q, double(OHW) * KK);
+  ThreadBuffers tb(nt, L.size + L.L + kPlanePad, -std::numeric_limits<float>::infinity());
+  std::vector<std::int32_t> args(std::size_t(nt) * (L.L + kPlanePad));
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    float* buf = tb.mine();
+    float* out = buf + L.size;
+#ifdef _OPENMP
+    std::int32_t* arg = args.data() + std::size_t(omp_get_thread_num()) * (L.L + kPlanePad);
+#else
+    std::int32_t* arg = args.data();
+#endif
+#pragma omp for schedule(static)
+    for (i64 pl = 0; pl < q.planes(); ++pl) {
+      L.fill(p, k, x + pl * HW, buf, false);
+      k->max_flat(buf, L.off.data(), (int)KK, out, arg, L.L);
+      float* yp = y + pl * OHW;
+      k->copy2d(out, L.pitch, yp, q.OW, q.OH, q.OW, false);
+      if (!idx) continue;
+      std::int64_t* ip = idx + pl * OHW;
+      for (i64 oy = 0; oy < q.OH; ++oy)
+        for (i64 ox = 0; ox < q.OW; ++ox) {
+          const std::int32_t t = arg[oy * L.pitch + ox];
+          ip[oy * q.OW + ox] = t >= 0 ? row0[oy] + col0[ox] + tap[t] : hfirst[oy] + wfirst[ox];
+        }
+    }
+  }
+  return true;
+}
+}  // namespace
+
 template <typename T>
 void max_pool2d_forward(const Pool2dParams& p, const T* x, T* y, std::int64_t* idx) {
   const i64 HW = p.H * p.W, OHW = p.OH * p.OW;
@@ -95,6 +162,8 @@ void max_pool2d_forward(const Pool2dParams& p, const T* x, T* y, std::int64_t* i
       max_pool_2x2(p, x + pl * HW, y + pl * OHW, idx ? idx + pl * OHW : nullptr);
     return;
   }
+  if constexpr (std::is_same_v<T, float>)
+    if (max_pool_simd(p, x, y, idx)) return;
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
   for (i64 pl = 0; pl < p.planes(); ++pl) {
     const T* xp = x + pl * HW;

@@ -1,19 +1,19 @@
-// depthwise_avx2.cpp - the AVX2+FMA DepthwiseF32 table (compiled with -mavx2
+// plane_avx2.cpp - the AVX2+FMA PlaneF32 table (compiled with -mavx2
 // -mfma only here; everything but the table is in an anonymous namespace so
-// no AVX2 code leaks into the portable paths). See depthwise.h for the
-// contract of the two kernels.
+// no AVX2 code leaks into the portable paths). See plane.h for the
+// contracts.
 //
 // rows: register tiles of 4 output rows x 16 columns (8 accumulators, so
 // the FMA latency is hidden); each tap broadcasts its weight once per tile.
 // Column tails use masked stores; their loads stay inside the caller's
-// buffer (it has a slack of kDwSlack floats), and lanes past n are dropped.
+// buffer (it has a slack of kPlanePad floats), and lanes past n are dropped.
 // wgrad: one accumulator per tap (up to 12 taps per pass), dy loaded once
 // per vector and reused by every tap; tails load both operands masked, so a
 // non-finite value past the row never meets a zero. Partial sums are folded
 // into double every 8 rows, in a fixed order.
 #include <immintrin.h>
 
-#include "ops/depthwise.h"
+#include "ops/plane.h"
 #include "ops/simd_avx2.h"
 
 namespace pyconv {
@@ -258,9 +258,42 @@ bool split2_f32(const float* src, i64 n, float* even, float* odd, bool check) {
   return split2_avx2(src, n, even, odd, check, __builtin_inff());
 }
 
+// ---- max pooling --------------------------------------------------------
+
+template <int NV>
+inline void max_tile(const float* src, const i64* off, int taps, float* out, std::int32_t* arg) {
+  V m[NV];
+  __m256i k[NV];
+  for (int v = 0; v < NV; ++v) {
+    m[v] = _mm256_set1_ps(-__builtin_inff());
+    k[v] = _mm256_set1_epi32(-1);
+  }
+  for (int t = 0; t < taps; ++t) {
+    const float* s = src + off[t];
+    const __m256i tv = _mm256_set1_epi32(t);
+    for (int v = 0; v < NV; ++v) {
+      const V x = _mm256_loadu_ps(s + 8 * v);
+      const V take = _mm256_or_ps(_mm256_cmp_ps(x, m[v], _CMP_GT_OQ), _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+      m[v] = _mm256_blendv_ps(m[v], x, take);
+      k[v] = _mm256_castps_si256(
+          _mm256_blendv_ps(_mm256_castsi256_ps(k[v]), _mm256_castsi256_ps(tv), take));
+    }
+  }
+  for (int v = 0; v < NV; ++v) {
+    _mm256_storeu_ps(out + 8 * v, m[v]);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(arg + 8 * v), k[v]);
+  }
+}
+
+void max_flat_f32(const float* src, const i64* off, int taps, float* out, std::int32_t* arg, i64 L) {
+  i64 j = 0;
+  for (; j + 32 <= L; j += 32) max_tile<4>(src + j, off, taps, out + j, arg + j);
+  for (; j < L; j += 8) max_tile<1>(src + j, off, taps, out + j, arg + j);
+}
+
 }  // namespace
 
-const DepthwiseF32 depthwise_f32_avx2 = {"depthwise_f32__avx2", rows_f32, wgrad_f32, flat_f32, flat_wgrad_f32,
-                                             copy2d_f32, split2_f32};
+const PlaneF32 plane_f32_avx2 = {"plane_f32__avx2", rows_f32, wgrad_f32, flat_f32, flat_wgrad_f32,
+                                             copy2d_f32, split2_f32, max_flat_f32};
 
 }  // namespace pyconv
