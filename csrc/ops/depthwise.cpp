@@ -194,14 +194,19 @@ struct DilatedLayout {
   i64 OY0, OX0, rows, pitch, size, L;
   std::vector<i64> off;
   bool ok;
-  explicit DilatedLayout(const Conv2dParams& p) : off(p.KH * p.KW) {
+  explicit DilatedLayout(const Conv2dParams& p) {
     OY0 = std::max<i64>(0, (p.KH - 1) * p.DH - p.PT);
     OX0 = std::max<i64>(0, (p.KW - 1) * p.DW - p.PL);
     rows = OY0 + p.PT + p.H;
     pitch = OX0 + p.PL + p.W;
+    const double dsize = double(rows) * pitch + pitch + kPlanePad;  // (see PhaseLayout)
+    ok = p.PT >= 0 && p.PL >= 0 && dsize <= kPlaneMaxBuffer &&
+         double(p.H) * pitch + 8 <= kPlaneMaxBuffer && double(p.KH) * p.KW <= kPlaneMaxBuffer;
+    size = L = 0;
+    if (!ok) return;
     L = (p.H * pitch + 7) & ~i64(7);
     size = rows * pitch + pitch + kPlanePad;
-    ok = p.PT >= 0 && p.PL >= 0 && size <= kPlaneMaxBuffer && L <= kPlaneMaxBuffer;
+    off.resize(p.KH * p.KW);
     for (i64 ky = 0; ky < p.KH; ++ky)
       for (i64 kx = 0; kx < p.KW; ++kx)
         off[ky * p.KW + kx] = (OY0 + p.PT - ky * p.DH) * pitch + OX0 + p.PL - kx * p.DW;

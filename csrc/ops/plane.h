@@ -77,14 +77,22 @@ struct PhaseLayout {
   i64 Hpad, Wpad, Rp, pitch, size, L;
   std::vector<i64> off;  // per tap, (ky, kx) row-major
   bool ok;
-  explicit PhaseLayout(const Conv2dParams& p) : off(p.KH * p.KW) {
-    Hpad = (p.OH - 1) * p.SH + (p.KH - 1) * p.DH + 1;
+  explicit PhaseLayout(const Conv2dParams& p) {
+    Hpad = (p.OH - 1) * p.SH + (p.KH - 1) * p.DH + 1;  // each term < 2^62 (sizes < 2^31)
     Wpad = (p.OW - 1) * p.SW + (p.KW - 1) * p.DW + 1;
     Rp = (Hpad + p.SH - 1) / p.SH;
     pitch = (Wpad + p.SW - 1) / p.SW;  // >= OW + (KW-1)*DW / SW
+    // Decided in double first: the products below overflow for huge
+    // strides / kernels, which then take the portable loops.
+    const double dsize = double(p.SH) * p.SW * Rp * pitch + pitch + kPlanePad;
+    const double dL = double(p.OH) * pitch + 8, taps = double(p.KH) * p.KW;
+    ok = p.PT >= 0 && p.PL >= 0 && dsize <= kPlaneMaxBuffer && dL <= kPlaneMaxBuffer &&
+         taps <= kPlaneMaxBuffer;
+    size = L = 0;
+    if (!ok) return;
     L = (p.OH * pitch + 7) & ~i64(7);
     size = p.SH * p.SW * Rp * pitch + pitch + kPlanePad;
-    ok = p.PT >= 0 && p.PL >= 0 && size <= kPlaneMaxBuffer && L <= kPlaneMaxBuffer;
+    off.resize(p.KH * p.KW);
     for (i64 ky = 0; ky < p.KH; ++ky)
       for (i64 kx = 0; kx < p.KW; ++kx) {
         const i64 py = (ky * p.DH) % p.SH, px = (kx * p.DW) % p.SW;
