@@ -77,8 +77,22 @@ def _as_array(name: str, a) -> np.ndarray:
     return arr
 
 
+_F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
+
+
 def _compute_dtype(**arrays) -> Tuple[np.dtype, np.dtype]:
     """(compute dtype, result dtype) for the given arrays, or TypeError."""
+    # Fast path for the common case, all native float32 or all native float64
+    # (NumPy's built-in dtypes are singletons; a byte-swapped one is not).
+    it = iter(arrays.values())
+    d0 = next(it).dtype
+    if d0 is _F32 or d0 is _F64:
+        for a in it:
+            if a.dtype is not d0:
+                break
+        else:
+            return d0, d0
     for name, a in arrays.items():
         k = a.dtype.kind
         if k not in "fiub" or a.dtype == np.longdouble and a.dtype.itemsize > 8:
@@ -151,8 +165,37 @@ def _resolve_padding(padding, KH, KW, stride_pair, dilation_pair, stride_arg=Non
     return pt, pt, pl, pl
 
 
+_GEOM_CACHE: dict = {}
+
+
+def _plain(v) -> bool:
+    """An int, a str, or a tuple of ints, of exactly those types (so that a
+    cached answer for 1 is never reused for True or 1.0, which compare equal)."""
+    t = type(v)
+    return t is int or t is str or (t is tuple and all(type(e) is int for e in v))
+
+
 def _conv_geom(x_shape, w_shape, stride, padding, dilation, groups,
                x_name="input", w_name="weight") -> _ConvGeom:
+    """The validated geometry; valid answers for plain arguments are cached
+    (a small model calls conv2d with the same few shapes again and again)."""
+    if not (_plain(stride) and _plain(padding) and _plain(dilation) and type(groups) is int):
+        return _conv_geom_checked(x_shape, w_shape, stride, padding, dilation, groups, x_name,
+                                  w_name)
+    if type(x_shape) is not tuple or type(w_shape) is not tuple:
+        x_shape, w_shape = tuple(x_shape), tuple(w_shape)
+    key = (x_shape, w_shape, stride, padding, dilation, groups, x_name, w_name)
+    g = _GEOM_CACHE.get(key)
+    if g is None:
+        g = _conv_geom_checked(x_shape, w_shape, stride, padding, dilation, groups, x_name, w_name)
+        if len(_GEOM_CACHE) >= 1024:
+            _GEOM_CACHE.clear()
+        _GEOM_CACHE[key] = g
+    return g
+
+
+def _conv_geom_checked(x_shape, w_shape, stride, padding, dilation, groups,
+                       x_name="input", w_name="weight") -> _ConvGeom:
     if len(x_shape) != 4:
         raise ValueError(f"{x_name} must be 4-d (N, C, H, W), got shape {tuple(x_shape)}")
     if len(w_shape) != 4:
@@ -255,6 +298,22 @@ def conv2d(input, weight, bias=None, stride: IntOrPair = 1, padding: Union[IntOr
     'replicate' | 'circular' as in ``torch.nn.Conv2d``. Returns a new array
     (N, OC, OH, OW).
     """
+    # Fast path (no conversions needed): C-contiguous native float32/float64
+    # arrays of one dtype, a batch, zero padding. The checks are the same as
+    # below, in _conv_geom; only the dtype/layout handling is skipped.
+    if (type(input) is np.ndarray and type(weight) is np.ndarray and padding_mode == "zeros"
+            and input.ndim == 4 and (input.dtype is _F32 or input.dtype is _F64)
+            and weight.dtype is input.dtype and input.flags.c_contiguous
+            and weight.flags.c_contiguous
+            and (bias is None or (type(bias) is np.ndarray and bias.dtype is input.dtype
+                                  and bias.flags.c_contiguous))):
+        g = _conv_geom(input.shape, weight.shape, stride, padding, dilation, groups)
+        if bias is not None and bias.shape != (g.OC,):
+            raise ValueError(f"bias must have shape ({g.OC},) to match weight, got {bias.shape}")
+        y = np.empty((g.N, g.OC, g.OH, g.OW), dtype=input.dtype)
+        if g.N:
+            _C.conv2d_forward(input, weight, bias, y, *g.stride, *g.pad_tl, *g.dilation, g.groups)
+        return y
     if _padding_mode(padding_mode) != "constant":
         xp, _ = _mode_pad(input, weight, stride, padding, dilation, padding_mode)
         return conv2d(xp, weight, bias, stride, 0, dilation, groups)
