@@ -3,10 +3,13 @@
 // own input plane, so there is no race and the sum order is fixed).
 #include "ops/im2col.h"
 
+#include <type_traits>
+
 #include <algorithm>
 #include <cstring>
 
 #include "cpu/parallel.h"
+#include "ops/vmath.h"
 
 namespace pyconv {
 namespace {
@@ -82,6 +85,10 @@ namespace {
 // One row of the implicit column matrix: out[j - j0] for j in [j0, j1).
 template <typename T>
 void im2col_row(const Conv2dParams& p, const T* xc, i64 ky, i64 kx, i64 j0, i64 j1, T* out) {
+  // Stride 2 (float32): a SIMD gather of every other element, when there is one.
+  void (*every_other)(const T*, i64, T*) = nullptr;
+  if constexpr (std::is_same_v<T, float>)
+    if (const VMathF32* vm = vmath_f32()) every_other = vm->every_other;
   const i64 xoff = kx * p.DW - p.PL;
   i64 lo, hi;
   valid_range(p.W, p.OW, p.SW, xoff, &lo, &hi);
@@ -97,10 +104,14 @@ void im2col_row(const Conv2dParams& p, const T* xc, i64 ky, i64 kx, i64 j0, i64 
       const i64 a = std::max(ox0, lo), b = std::min(ox1, hi);
       i64 ox = ox0;
       for (; ox < a && ox < ox1; ++ox) d[ox] = T(0);
-      if (p.SW == 1)
+      if (p.SW == 1) {
         for (; ox < b; ++ox) d[ox] = row[ox + xoff];
-      else
+      } else if (every_other && p.SW == 2 && ox < b) {
+        every_other(row + ox * 2 + xoff, b - ox, d + ox);
+        ox = b;
+      } else {
         for (; ox < b; ++ox) d[ox] = row[ox * p.SW + xoff];
+      }
       for (; ox < ox1; ++ox) d[ox] = T(0);
     }
     j += ox1 - ox0;

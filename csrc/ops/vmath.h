@@ -32,6 +32,8 @@ struct VMathF32 {
   // One output row of 2x2 stride-2 max pooling: y[o] = max of r0[2o],
   // r0[2o+1], r1[2o], r1[2o+1] (first maximum wins, a NaN wins), o < n;
   // idx (nullable) gets base + 2o + {0, 1, W, W + 1} for the winning tap.
+  // dst[i] = src[2 i] for i < n (reads src[0 .. 2n - 2]).
+  void (*every_other)(const float* src, i64 n, float* dst);
   void (*max_pool2x2_row)(const float* r0, const float* r1, i64 n, float* y, std::int64_t* idx,
                           i64 base, i64 W);
 };

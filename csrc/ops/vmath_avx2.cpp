@@ -247,6 +247,16 @@ inline void deinterleave16(const float* p, V* even, V* odd) {
   *odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8));
 }
 
+void every_other_f32(const float* src, i64 n, float* dst) {
+  i64 i = 0;
+  for (; i + 8 <= n && 2 * i + 16 <= 2 * n - 1; i += 8) {  // 16 loads stay within src[0, 2n - 1)
+    V e, o;
+    deinterleave16(src + 2 * i, &e, &o);
+    _mm256_storeu_ps(dst + i, e);
+  }
+  for (; i < n; ++i) dst[i] = src[2 * i];
+}
+
 void max_pool2x2_row_f32(const float* r0, const float* r1, i64 n, float* y, std::int64_t* idx,
                          i64 base, i64 W) {
   i64 o = 0;
@@ -303,6 +313,7 @@ const VMathF32 vmath_f32_avx2 = {
     sum_f32,
     dot_f32,
     exp_shift_sum_f32,
+    every_other_f32,
     max_pool2x2_row_f32,
 };
 
