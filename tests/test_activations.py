@@ -62,15 +62,6 @@ def assert_close(got, ref, dtype, what="", equal_nan=True):
             f"got {g[idx]!r}, reference {ref[idx]!r} (scale {scale:.3g})")
 
 
-@pytest.fixture
-def restore_threads():
-    old = pyconv.get_num_threads()
-    try:
-        yield old
-    finally:
-        pyconv.set_num_threads(old)
-
-
 NAMES = ["relu", "relu_backward", "leaky_relu", "leaky_relu_backward", "elu", "elu_backward",
          "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "gelu", "gelu_backward",
          "softmax", "softmax_backward", "log_softmax", "log_softmax_backward", "maxout",

@@ -33,53 +33,8 @@ from hypothesis import strategies as st
 import pyconv
 from pyconv.testing.cases import conv2d_grid, ConvCase
 from pyconv.testing.gradcheck import gradcheck, numerical_grad
+from pyconv.testing.compare import TOL, assert_close
 from pyconv.testing.reference import conv2d_backward_ref, conv2d_ref, resolve_padding
-
-TOL = {
-    np.dtype(np.float64): (1e-10, 1e-10),
-    np.dtype(np.float32): (1e-4, 1e-4),
-    np.dtype(np.float16): (2e-3, 2e-3),
-}
-
-
-def assert_close(got, ref, dtype, what=""):
-    """got (any float dtype) against the float64 reference, with TOL[dtype]."""
-    dtype = np.dtype(dtype)
-    assert got is not None, f"{what}: got None"
-    got = np.asarray(got)
-    assert got.shape == ref.shape, f"{what}: shape {got.shape} != reference {ref.shape}"
-    rtol, atol = TOL[dtype]
-    scale = max(float(np.abs(ref).max(initial=0.0)), 1.0)
-    g = got.astype(np.float64)
-    err = np.abs(g - ref)
-    bound = rtol * np.abs(ref) + atol * scale
-    bad = ~(err <= bound)  # also catches NaN
-    if bad.any():
-        idx = np.unravel_index(np.argmax(np.where(bad, err, -1.0)), err.shape)
-        raise AssertionError(
-            f"{what} ({dtype}): {int(bad.sum())}/{bad.size} elements off; worst at {idx}: "
-            f"got {g[idx]!r}, reference {ref[idx]!r}, error {err[idx]:.3g} > {bound[idx]:.3g}"
-            f" (scale {scale:.3g})")
-
-
-@pytest.fixture(params=pyconv.supported_isas())
-def isa(request):
-    """Run the test with each micro-kernel ISA this CPU supports, then restore."""
-    old = pyconv.get_isa()
-    pyconv.set_isa(request.param)
-    try:
-        yield request.param
-    finally:
-        pyconv.set_isa(old)
-
-
-@pytest.fixture
-def restore_threads():
-    old = pyconv.get_num_threads()
-    try:
-        yield old
-    finally:
-        pyconv.set_num_threads(old)
 
 
 # --------------------------------------------------------------------------

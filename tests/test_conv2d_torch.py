@@ -57,16 +57,6 @@ def torch_conv(x, w, b, dy, case: ConvCase):
     return (yt.detach().numpy(), xt.grad.numpy(), wt.grad.numpy(), db)
 
 
-@pytest.fixture(params=pyconv.supported_isas())
-def isa(request):
-    old = pyconv.get_isa()
-    pyconv.set_isa(request.param)
-    try:
-        yield request.param
-    finally:
-        pyconv.set_isa(old)
-
-
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("case", GRID, ids=[c.id for c in GRID])
 def test_grid_vs_torch(case, dtype, isa):

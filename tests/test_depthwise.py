@@ -17,29 +17,8 @@ import numpy as np
 import pytest
 
 import pyconv
+from pyconv.testing.compare import assert_close  # rtol = atol = 1e-4 in float32
 from pyconv.testing.reference import conv2d_backward_ref, conv2d_ref
-
-TOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
-
-
-def assert_close(got, ref, dtype, what):
-    tol = TOL[np.dtype(dtype)]
-    assert got.shape == ref.shape, f"{what}: shape {got.shape} != {ref.shape}"
-    scale = max(float(np.abs(ref).max(initial=0.0)), 1.0)
-    err = np.abs(got.astype(np.float64) - ref)
-    bad = ~(err <= tol * np.abs(ref) + tol * scale)
-    assert not bad.any(), (f"{what} ({np.dtype(dtype)}): {int(bad.sum())}/{bad.size} off, "
-                           f"worst error {float(np.nanmax(err)):.3g} (scale {scale:.3g})")
-
-
-@pytest.fixture(params=pyconv.supported_isas())
-def isa(request):
-    old = pyconv.get_isa()
-    pyconv.set_isa(request.param)
-    try:
-        yield request.param
-    finally:
-        pyconv.set_isa(old)
 
 
 def _case(N, C, mult, H, W, k, stride, padding, dilation, seed=0):

@@ -74,15 +74,6 @@ def assert_loss_type(loss, reduction, dtype, n):
     assert a.dtype == dtype, f"loss dtype {a.dtype} != {np.dtype(dtype)}"
 
 
-@pytest.fixture
-def restore_threads():
-    old = pyconv.get_num_threads()
-    try:
-        yield old
-    finally:
-        pyconv.set_num_threads(old)
-
-
 NAMES = ["cross_entropy", "cross_entropy_backward", "nll_loss", "nll_loss_backward", "mse_loss",
          "mse_loss_backward"]
 

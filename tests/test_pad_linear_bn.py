@@ -80,15 +80,6 @@ def rnd(shape, seed, dtype=np.float64, loc=0.0, sd=1.0):
     return (np.random.default_rng(seed).standard_normal(shape) * sd + loc).astype(dtype)
 
 
-@pytest.fixture
-def restore_threads():
-    old = pyconv.get_num_threads()
-    try:
-        yield old
-    finally:
-        pyconv.set_num_threads(old)
-
-
 def run_1_and_2_threads(fn):
     """fn() at 1 and at 2 threads (the caller restores the setting)."""
     pyconv.set_num_threads(1)

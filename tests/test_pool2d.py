@@ -73,15 +73,6 @@ def assert_close(got, ref, dtype, what="", equal_nan=False):
             f"got {g[idx]!r}, reference {ref[idx]!r} (scale {scale:.3g})")
 
 
-@pytest.fixture
-def restore_threads():
-    old = pyconv.get_num_threads()
-    try:
-        yield old
-    finally:
-        pyconv.set_num_threads(old)
-
-
 POOL_NAMES = ["max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
               "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "adaptive_max_pool2d",
               "adaptive_max_pool2d_backward"]

@@ -26,13 +26,6 @@ def rel_err(got, ref):
 
 
 @pytest.fixture
-def threads():
-    old = pyconv.get_num_threads()
-    yield
-    pyconv.set_num_threads(old)
-
-
-@pytest.fixture
 def winograd_restore():
     old = pyconv.get_winograd()
     yield
@@ -82,7 +75,7 @@ SHAPES = [
 
 @pytest.mark.parametrize("nt", [1, 2])
 @pytest.mark.parametrize("N,C,OC,H,W,P", SHAPES, ids=[f"n{s[0]}c{s[1]}oc{s[2]}-{s[3]}x{s[4]}-p{s[5]}" for s in SHAPES])
-def test_matches_reference(N, C, OC, H, W, P, nt, threads, winograd_restore):
+def test_matches_reference(N, C, OC, H, W, P, nt, restore_threads, winograd_restore):
     pyconv.set_num_threads(nt)
     x, w, b, dy = _arrays(N, C, OC, H, W, P, seed=N * 1000 + C + H)
     got = _check(x, w, b, dy, P)
@@ -92,14 +85,14 @@ def test_matches_reference(N, C, OC, H, W, P, nt, threads, winograd_restore):
         assert not np.array_equal(g, d), name
 
 
-def test_same_padding_and_no_bias(threads):
+def test_same_padding_and_no_bias(restore_threads):
     x, w, b, dy = _arrays(2, 16, 24, 13, 14, 1, seed=5)
     y_ref = conv2d_ref(x, w, None, padding="same")
     y = pyconv.conv2d(x, w, None, padding="same")
     assert rel_err(y, y_ref) < TOL
 
 
-def test_bit_identical_across_thread_counts(threads):
+def test_bit_identical_across_thread_counts(restore_threads):
     # 40 x 24 tiles x 4 images: several blocks, shared at 1 thread and own at 2
     x, w, b, dy = _arrays(4, 24, 20, 80, 48, 1, seed=9)
     out = []
@@ -232,7 +225,7 @@ DILATED = [
 
 @pytest.mark.parametrize("nt", [1, 2])
 @pytest.mark.parametrize("N,C,OC,H,W,D", DILATED, ids=[f"n{s[0]}c{s[1]}oc{s[2]}-{s[3]}x{s[4]}-d{s[5]}" for s in DILATED])
-def test_dilated_same_padding_by_phases(N, C, OC, H, W, D, nt, threads, winograd_restore):
+def test_dilated_same_padding_by_phases(N, C, OC, H, W, D, nt, restore_threads, winograd_restore):
     """Dilation D with padding D on sizes divisible by D runs as D*D undilated
     Winograd problems (one per input/output phase)."""
     pyconv.set_num_threads(nt)

@@ -239,29 +239,22 @@ bool forward_simd(const Conv2dParams& p, const float* x, const float* w, const f
   const PhaseLayout L(p);
   if (!L.ok) return false;
   const i64 mult = p.OC / p.C, OHW = p.OHW(), KK = p.KH * p.KW, planes = p.N * p.C;
-  const int nt = simd_threads(p, planes);
-  ThreadBuffers tb(nt, L.size + L.L + kPlanePad);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-    float* buf = tb.mine();
+  for_each_unit(simd_threads(p, planes), L.size + L.L + kPlanePad, planes, [&](i64 i, float* buf) {
     float* out = buf + L.size;
-#pragma omp for schedule(static)
-    for (i64 i = 0; i < planes; ++i) {
-      const i64 n = i / p.C, c = i % p.C;
-      L.fill(p, k, x + i * p.H * p.W, buf, false);
-      for (i64 m = 0; m < mult; ++m) {
-        const i64 oc = c * mult + m;
-        const float bias = b ? b[oc] : 0.0f;
-        float* yp = y + (n * p.OC + oc) * OHW;
-        if (p.OW >= 32) {
-          k->rows(buf, L.pitch, L.off.data(), w + oc * KK, (int)KK, bias, false, yp, p.OW, p.OH, p.OW);
-        } else {
-          k->flat(buf, L.off.data(), w + oc * KK, (int)KK, bias, false, out, L.L);
-          k->copy2d(out, L.pitch, yp, p.OW, p.OH, p.OW, false);
-        }
+    const i64 n = i / p.C, c = i % p.C;
+    L.fill(p, k, x + i * p.H * p.W, buf, false);
+    for (i64 m = 0; m < mult; ++m) {
+      const i64 oc = c * mult + m;
+      const float bias = b ? b[oc] : 0.0f;
+      float* yp = y + (n * p.OC + oc) * OHW;
+      if (p.OW >= 32) {
+        k->rows(buf, L.pitch, L.off.data(), w + oc * KK, (int)KK, bias, false, yp, p.OW, p.OH, p.OW);
+      } else {
+        k->flat(buf, L.off.data(), w + oc * KK, (int)KK, bias, false, out, L.L);
+        k->copy2d(out, L.pitch, yp, p.OW, p.OH, p.OW, false);
       }
     }
-  }
+  });
   return true;
 }
 
@@ -275,23 +268,16 @@ bool backward_data_simd(const Conv2dParams& p, const float* dy, const float* w, 
   // scatter adds nothing; such weights take the portable loops.
   for (i64 i = 0; i < p.OC * KK; ++i)
     if (!std::isfinite(w[i])) return false;
-  const int nt = simd_threads(p, planes);
-  ThreadBuffers tb(nt, L.size + L.L + kPlanePad);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-    float* buf = tb.mine();
+  for_each_unit(simd_threads(p, planes), L.size + L.L + kPlanePad, planes, [&](i64 i, float* buf) {
     float* out = buf + L.size;
-#pragma omp for schedule(static)
-    for (i64 i = 0; i < planes; ++i) {
-      const i64 n = i / p.C, c = i % p.C;
-      for (i64 m = 0; m < mult; ++m) {
-        const i64 oc = c * mult + m;
-        L.fill(p, k, dy + (n * p.OC + oc) * OHW, buf);
-        k->flat(buf, L.off.data(), w + oc * KK, (int)KK, 0.0f, m > 0, out, L.L);
-      }
-      k->copy2d(out, L.pitch, dx + i * p.H * p.W, p.W, p.H, p.W, false);
+    const i64 n = i / p.C, c = i % p.C;
+    for (i64 m = 0; m < mult; ++m) {
+      const i64 oc = c * mult + m;
+      L.fill(p, k, dy + (n * p.OC + oc) * OHW, buf);
+      k->flat(buf, L.off.data(), w + oc * KK, (int)KK, 0.0f, m > 0, out, L.L);
     }
-  }
+    k->copy2d(out, L.pitch, dx + i * p.H * p.W, p.W, p.H, p.W, false);
+  });
   return true;
 }
 

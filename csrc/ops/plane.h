@@ -154,4 +154,17 @@ struct ThreadBuffers {
   }
 };
 
+// Runs body(i, buf) for i < units on nt threads (static split), each thread
+// with its own buffer of `floats` floats, filled with `fill` once.
+template <typename Body>
+void for_each_unit(int nt, i64 floats, i64 units, Body body, float fill = 0.0f) {
+  ThreadBuffers tb(nt, floats, fill);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    float* buf = tb.mine();
+#pragma omp for schedule(static)
+    for (i64 i = 0; i < units; ++i) body(i, buf);
+  }
+}
+
 }  // namespace pyconv

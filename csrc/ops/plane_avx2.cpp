@@ -13,6 +13,8 @@
 // into double every 8 rows, in a fixed order.
 #include <immintrin.h>
 
+#include <type_traits>
+
 #include "ops/plane.h"
 #include "ops/simd_avx2.h"
 
@@ -128,29 +130,27 @@ void wgrad_taps(const float* src, i64 pitch, const i64* off, const float* dy, i6
   }
 }
 
+// Calls f(std::integral_constant<int, TC>{}, t) over the taps in chunks of
+// TC: 12 at a time (one accumulator per tap), then the 1..11 left.
+template <int K = 1, typename F>
+inline void rest_chunk(int rest, F& f, int t) {
+  if constexpr (K <= 11) {
+    if (rest == K) return f(std::integral_constant<int, K>{}, t);
+    rest_chunk<K + 1>(rest, f, t);
+  }
+}
+template <typename F>
+inline void for_tap_chunks(int taps, F f) {
+  int t = 0;
+  for (; t + 12 <= taps; t += 12) f(std::integral_constant<int, 12>{}, t);
+  rest_chunk(taps - t, f, t);
+}
+
 void wgrad_f32(const float* src, i64 pitch, const i64* off, int taps, const float* dy, i64 ldd,
                i64 R, i64 n, double* g) {
-  int t = 0;
-  for (; t + 12 <= taps; t += 12) wgrad_taps<12>(src, pitch, off + t, dy, ldd, R, n, g + t);
-  switch (taps - t) {
-#define PYCONV_DW_CASE(k) \
-  case k:                 \
-    return wgrad_taps<k>(src, pitch, off + t, dy, ldd, R, n, g + t);
-    PYCONV_DW_CASE(1)
-    PYCONV_DW_CASE(2)
-    PYCONV_DW_CASE(3)
-    PYCONV_DW_CASE(4)
-    PYCONV_DW_CASE(5)
-    PYCONV_DW_CASE(6)
-    PYCONV_DW_CASE(7)
-    PYCONV_DW_CASE(8)
-    PYCONV_DW_CASE(9)
-    PYCONV_DW_CASE(10)
-    PYCONV_DW_CASE(11)
-#undef PYCONV_DW_CASE
-    default:
-      return;
-  }
+  for_tap_chunks(taps, [&](auto tc, int t) {
+    wgrad_taps<decltype(tc)::value>(src, pitch, off + t, dy, ldd, R, n, g + t);
+  });
 }
 
 
@@ -194,27 +194,9 @@ void flat_wgrad_taps(const float* src, const i64* off, const float* d, i64 L, do
 }
 
 void flat_wgrad_f32(const float* src, const i64* off, int taps, const float* d, i64 L, double* g) {
-  int t = 0;
-  for (; t + 12 <= taps; t += 12) flat_wgrad_taps<12>(src, off + t, d, L, g + t);
-  switch (taps - t) {
-#define PYCONV_DW_CASE(k) \
-  case k:                 \
-    return flat_wgrad_taps<k>(src, off + t, d, L, g + t);
-    PYCONV_DW_CASE(1)
-    PYCONV_DW_CASE(2)
-    PYCONV_DW_CASE(3)
-    PYCONV_DW_CASE(4)
-    PYCONV_DW_CASE(5)
-    PYCONV_DW_CASE(6)
-    PYCONV_DW_CASE(7)
-    PYCONV_DW_CASE(8)
-    PYCONV_DW_CASE(9)
-    PYCONV_DW_CASE(10)
-    PYCONV_DW_CASE(11)
-#undef PYCONV_DW_CASE
-    default:
-      return;
-  }
+  for_tap_chunks(taps, [&](auto tc, int t) {
+    flat_wgrad_taps<decltype(tc)::value>(src, off + t, d, L, g + t);
+  });
 }
 
 
