@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 import pyconv
 from pyconv.testing.cases import conv2d_grid, ConvCase
 from pyconv.testing.gradcheck import gradcheck, numerical_grad
-from pyconv.testing.compare import TOL, assert_close
+from pyconv.testing.compare import assert_close
 from pyconv.testing.reference import conv2d_backward_ref, conv2d_ref, resolve_padding
 
 

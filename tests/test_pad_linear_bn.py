@@ -32,6 +32,7 @@ import numpy as np
 import pytest
 
 import pyconv
+from pyconv.testing import compare
 from pyconv.testing.gradcheck import gradcheck
 from pyconv.testing.reference_extra import (
     PAD_MODES,
@@ -56,24 +57,8 @@ CONV_MODES = ["zeros", "reflect", "replicate", "circular"]
 
 
 def assert_close(got, ref, dtype, what=""):
-    """got (any float dtype) against the float64 reference, with TOL[dtype]."""
-    dtype = np.dtype(dtype)
-    assert got is not None, f"{what}: got None"
-    got = np.asarray(got)
-    ref = np.asarray(ref, dtype=np.float64)
-    assert got.shape == ref.shape, f"{what}: shape {got.shape} != reference {ref.shape}"
-    rtol, atol = TOL[dtype]
-    scale = max(float(np.abs(ref).max(initial=0.0)), 1.0)
-    g = got.astype(np.float64)
-    err = np.abs(g - ref)
-    bound = rtol * np.abs(ref) + atol * scale
-    bad = ~(err <= bound)  # also catches NaN
-    if bad.any():
-        idx = np.unravel_index(np.argmax(np.where(bad, err, -1.0)), err.shape)
-        raise AssertionError(
-            f"{what} ({dtype}): {int(bad.sum())}/{bad.size} elements off; worst at {idx}: "
-            f"got {g[idx]!r}, reference {ref[idx]!r}, error {err[idx]:.3g} > {bound[idx]:.3g}"
-            f" (scale {scale:.3g})")
+    """got (any float dtype) against the float64 reference, with this file's TOL[dtype]."""
+    compare.assert_close(got, ref, dtype, what, TOL)
 
 
 def rnd(shape, seed, dtype=np.float64, loc=0.0, sd=1.0):

@@ -12,13 +12,14 @@ TOL = {
 }
 
 
-def assert_close(got, ref, dtype, what=""):
-    """got (any float dtype) against the float64 reference, with TOL[dtype]."""
+def assert_close(got, ref, dtype, what="", tol=None):
+    """got (any float dtype) against the float64 reference, with (tol or TOL)[dtype]."""
     dtype = np.dtype(dtype)
     assert got is not None, f"{what}: got None"
     got = np.asarray(got)
+    ref = np.asarray(ref, dtype=np.float64)
     assert got.shape == ref.shape, f"{what}: shape {got.shape} != reference {ref.shape}"
-    rtol, atol = TOL[dtype]
+    rtol, atol = (tol or TOL)[dtype]
     scale = max(float(np.abs(ref).max(initial=0.0)), 1.0)
     g = got.astype(np.float64)
     err = np.abs(g - ref)
