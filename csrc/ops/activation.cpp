@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -258,11 +259,73 @@ void activation_backward(Act act, T alpha, const T* dy, const T* s, T* dx, i64 n
   }
 }
 
+// Lines shorter than this (softmax over the last axis) are transposed in
+// blocks and run 8 lines per vector, not one call per line.
+constexpr i64 kShortLine = 32;
+constexpr i64 kLineBlock = 64;  // lines per transposed block
+
+// Softmax-family work over float32 columns (vmath's *_cols kernels): for
+// inner > 1 the columns are contiguous as they are; for short lines
+// (inner == 1) blocks of kLineBlock lines are transposed into per-thread
+// scratch first. body(srcs, dst, ld, n) runs the kernel on one block; nin
+// arrays are read and one written.
+template <typename Body>
+void by_columns(i64 outer, i64 dim, i64 inner, int nin, const float* const* in, float* out,
+                double work, Body body) {
+  if (inner > 1) {
+    // Column blocks of up to 256: every thread gets whole ones.
+    const i64 cb = (inner + 255) / 256, units = outer * cb;
+    const int nt = threads_for(work, 2.0e5);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (i64 u = 0; u < units; ++u) {
+      const i64 o = u / cb, j0 = u % cb * 256, n = std::min<i64>(256, inner - j0);
+      const float* src[2];
+      for (int k = 0; k < nin; ++k) src[k] = in[k] + o * dim * inner + j0;
+      body(src, out + o * dim * inner + j0, inner, n);
+    }
+    return;
+  }
+  const i64 blocks = (outer + kLineBlock - 1) / kLineBlock;
+  const int nt = threads_for(work, 2.0e5);
+  std::vector<float> scratch(std::size_t(nt) * (nin + 1) * dim * kLineBlock);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+#ifdef _OPENMP
+    float* t = scratch.data() + std::size_t(omp_get_thread_num()) * (nin + 1) * dim * kLineBlock;
+#else
+    float* t = scratch.data();
+#endif
+#pragma omp for schedule(static)
+    for (i64 bl = 0; bl < blocks; ++bl) {
+      const i64 l0 = bl * kLineBlock, n = std::min(kLineBlock, outer - l0);
+      const float* src[2];
+      for (int k = 0; k < nin; ++k) {  // t_k[d][l] = in_k[l0 + l][d]
+        float* tk = t + k * dim * kLineBlock;
+        for (i64 l = 0; l < n; ++l)
+          for (i64 d = 0; d < dim; ++d) tk[d * kLineBlock + l] = in[k][(l0 + l) * dim + d];
+        src[k] = tk;
+      }
+      float* to = t + nin * dim * kLineBlock;
+      body(src, to, kLineBlock, n);
+      for (i64 l = 0; l < n; ++l)
+        for (i64 d = 0; d < dim; ++d) out[(l0 + l) * dim + d] = to[d * kLineBlock + l];
+    }
+  }
+}
+
 template <typename T>
 void softmax_forward(bool log, const T* x, T* y, i64 outer, i64 dim, i64 inner) {
   const i64 lines = outer * inner;
   if constexpr (std::is_same_v<T, float>) {
     const VMathF32* vm = vmath_f32();
+    if (vm && (inner > 1 || dim < kShortLine)) {
+      const float* in[1] = {x};
+      by_columns(outer, dim, inner, 1, in, y, double(lines) * dim * 8,
+                 [&](const float* const* s, float* d, i64 ld, i64 n) {
+                   vm->softmax_cols(s[0], d, dim, ld, n, log);
+                 });
+      return;
+    }
     if (vm && inner == 1) {  // contiguous lines: SIMD max, exp and sum
       const int nt = threads_for(double(lines) * dim * 2, 2.0e5);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
@@ -308,6 +371,15 @@ void softmax_backward(bool log, const T* dy, const T* y, T* dx, i64 outer, i64 d
   const i64 lines = outer * inner;
   if constexpr (std::is_same_v<T, float>) {
     const VMathF32* vm = vmath_f32();
+    // (Short lines of softmax's backward need no exp: the row loop is as fast.)
+    if (vm && (inner > 1 || (log && dim < kShortLine))) {
+      const float* in[2] = {dy, y};
+      by_columns(outer, dim, inner, 2, in, dx, double(lines) * dim * 4,
+                 [&](const float* const* s, float* d, i64 ld, i64 n) {
+                   vm->softmax_backward_cols(s[0], s[1], d, dim, ld, n, log);
+                 });
+      return;
+    }
     if (vm && inner == 1) {
       const int nt = threads_for(double(lines) * dim * 2, 2.0e5);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)

@@ -62,7 +62,10 @@ inline bool split2_avx2(const float* src, i64 n, float* even, float* odd, bool c
   for (; i < n; ++i) {
     const float v = src[i];
     if (check && !(v < limit && v > -limit)) ok = false;
-    ((i & 1) ? odd : even)[i >> 1] = v;
+    if (i & 1)
+      odd[i >> 1] = v;
+    else
+      even[i >> 1] = v;
   }
   return ok && _mm256_movemask_ps(bad) == 0;
 }

@@ -32,6 +32,16 @@ struct VMathF32 {
   // One output row of 2x2 stride-2 max pooling: y[o] = max of r0[2o],
   // r0[2o+1], r1[2o], r1[2o+1] (first maximum wins, a NaN wins), o < n;
   // idx (nullable) gets base + 2o + {0, 1, W, W + 1} for the winning tap.
+  // Softmax (log = false) or log-softmax along d of n columns laid out
+  // x[d*ld + j] (d < dim, j < n); y alike (y may equal x). 8 columns per
+  // vector: for short rows (transposed by the caller) and for softmax over
+  // a non-last axis, where the columns are contiguous. Same maths as the
+  // row kernels: max (NaN if any NaN), exp(x - max), sum, scale or log.
+  void (*softmax_cols)(const float* x, float* y, i64 dim, i64 ld, i64 n, bool log);
+  // Its backward from the forward output y: log: dx = g - exp(y) * sum(g);
+  // else dx = y * (g - sum(g * y)). Same layout.
+  void (*softmax_backward_cols)(const float* g, const float* y, float* dx, i64 dim, i64 ld, i64 n,
+                                bool log);
   // dst[i] = src[2 i] for i < n (reads src[0 .. 2n - 2]).
   void (*every_other)(const float* src, i64 n, float* dst);
   void (*max_pool2x2_row)(const float* r0, const float* r1, i64 n, float* y, std::int64_t* idx,

@@ -6,7 +6,9 @@
 // through a zero-padded 8-float stack buffer (never reading past the end).
 #include <immintrin.h>
 
+#include <cmath>
 #include <limits>
+#include <vector>
 
 #include "ops/vmath.h"
 
@@ -247,6 +249,92 @@ inline void deinterleave16(const float* p, V* even, V* odd) {
   *odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8));
 }
 
+// ---- softmax over columns ---------------------------------------------------
+
+// One block of 8 columns at x / y (row stride ld); see VMathF32::softmax_cols.
+inline void softmax_cols8(const float* x, float* y, i64 dim, i64 ld, bool log) {
+  V m = set1(-std::numeric_limits<float>::infinity()), nan = _mm256_setzero_ps();
+  for (i64 d = 0; d < dim; ++d) {
+    const V v = _mm256_loadu_ps(x + d * ld);
+    nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    m = _mm256_max_ps(m, v);
+  }
+  m = _mm256_blendv_ps(m, set1(std::numeric_limits<float>::quiet_NaN()), nan);
+  V s = _mm256_setzero_ps();
+  for (i64 d = 0; d < dim; ++d) {
+    const V e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + d * ld), m));
+    if (!log) _mm256_storeu_ps(y + d * ld, e);
+    s = _mm256_add_ps(s, e);
+  }
+  if (log) {
+    alignas(32) float t[8];
+    _mm256_store_ps(t, s);
+    for (int l = 0; l < 8; ++l) t[l] = std::log(t[l]);
+    const V lse = _mm256_load_ps(t);
+    for (i64 d = 0; d < dim; ++d)
+      _mm256_storeu_ps(y + d * ld, _mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(x + d * ld), m), lse));
+  } else {
+    const V inv = _mm256_div_ps(set1(1.0f), s);
+    for (i64 d = 0; d < dim; ++d) _mm256_storeu_ps(y + d * ld, _mm256_mul_ps(_mm256_loadu_ps(y + d * ld), inv));
+  }
+}
+
+inline void softmax_backward_cols8(const float* g, const float* y, float* dx, i64 dim, i64 ld,
+                                   bool log) {
+  V s = _mm256_setzero_ps();
+  for (i64 d = 0; d < dim; ++d) {
+    const V gv = _mm256_loadu_ps(g + d * ld);
+    s = log ? _mm256_add_ps(s, gv) : _mm256_fmadd_ps(gv, _mm256_loadu_ps(y + d * ld), s);
+  }
+  for (i64 d = 0; d < dim; ++d) {
+    const V gv = _mm256_loadu_ps(g + d * ld), yv = _mm256_loadu_ps(y + d * ld);
+    const V r = log ? _mm256_fnmadd_ps(exp8(yv), s, gv) : _mm256_mul_ps(yv, _mm256_sub_ps(gv, s));
+    _mm256_storeu_ps(dx + d * ld, r);
+  }
+}
+
+// Full blocks of 8 columns in place; the last n % 8 through an 8-wide copy
+// (padding lanes are zeros, computed and dropped). block(in, out, stride)
+// gets the nio input pointers and the output pointer at the block.
+template <typename Block>
+void by_column_blocks(i64 dim, i64 ld, i64 n, int nio, const float* const* in, float* out,
+                      Block block) {
+  const float* at[2];
+  i64 j = 0;
+  for (; j + 8 <= n; j += 8) {
+    for (int k = 0; k < nio; ++k) at[k] = in[k] + j;
+    block(at, out + j, ld);
+  }
+  if (j == n) return;
+  const i64 w = n - j;
+  std::vector<float> tmp(std::size_t(dim) * 8 * (nio + 1), 0.0f);
+  for (int k = 0; k < nio; ++k) {
+    float* t = tmp.data() + k * dim * 8;
+    for (i64 d = 0; d < dim; ++d)
+      for (i64 l = 0; l < w; ++l) t[d * 8 + l] = in[k][d * ld + j + l];
+    at[k] = t;
+  }
+  float* tout = tmp.data() + nio * dim * 8;
+  block(at, tout, 8);
+  for (i64 d = 0; d < dim; ++d)
+    for (i64 l = 0; l < w; ++l) out[d * ld + j + l] = tout[d * 8 + l];
+}
+
+void softmax_cols_f32(const float* x, float* y, i64 dim, i64 ld, i64 n, bool log) {
+  const float* in[1] = {x};
+  by_column_blocks(dim, ld, n, 1, in, y, [&](const float* const* i, float* o, i64 s) {
+    softmax_cols8(i[0], o, dim, s, log);
+  });
+}
+
+void softmax_backward_cols_f32(const float* g, const float* y, float* dx, i64 dim, i64 ld, i64 n,
+                               bool log) {
+  const float* in[2] = {g, y};
+  by_column_blocks(dim, ld, n, 2, in, dx, [&](const float* const* i, float* o, i64 s) {
+    softmax_backward_cols8(i[0], i[1], o, dim, s, log);
+  });
+}
+
 void every_other_f32(const float* src, i64 n, float* dst) {
   i64 i = 0;
   for (; i + 8 <= n && 2 * i + 16 <= 2 * n - 1; i += 8) {  // 16 loads stay within src[0, 2n - 1)
@@ -313,6 +401,8 @@ const VMathF32 vmath_f32_avx2 = {
     sum_f32,
     dot_f32,
     exp_shift_sum_f32,
+    softmax_cols_f32,
+    softmax_backward_cols_f32,
     every_other_f32,
     max_pool2x2_row_f32,
 };
