@@ -568,7 +568,10 @@ def test_cross_entropy_every_isa_float32(isa):
     old = pyconv.get_isa()
     pyconv.set_isa(isa)
     try:
-        for nc, kind, ls in CE_CASES + [((5, 8), "index", 0.0), ((9, 16), "prob", 0.1)]:
+        # (short rows run 8 rows per vector in blocks of 64: N = 130 has both tails)
+        for nc, kind, ls in CE_CASES + [((5, 8), "index", 0.0), ((9, 16), "prob", 0.1),
+                                        ((130, 10), "index", 0.1), ((130, 31), "prob", 0.0),
+                                        ((67, 3), "soft", 0.2)]:
             test_cross_entropy_grid(nc, kind, ls, np.float32)
         test_cross_entropy_extreme_logits(np.float32)
         test_cross_entropy_nonfinite(np.float32)

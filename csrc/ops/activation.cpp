@@ -261,7 +261,7 @@ void activation_backward(Act act, T alpha, const T* dy, const T* s, T* dx, i64 n
 
 // Lines shorter than this (softmax over the last axis) are transposed in
 // blocks and run 8 lines per vector, not one call per line.
-constexpr i64 kShortLine = 32;
+constexpr i64 kShortLine = kShortSoftmaxLine;
 constexpr i64 kLineBlock = 64;  // lines per transposed block
 
 // Softmax-family work over float32 columns (vmath's *_cols kernels): for

@@ -23,6 +23,8 @@ void activation_backward(Act act, T alpha, const T* dy, const T* saved, T* dx, i
 // y = softmax(x) or log_softmax(x) over dim (max subtracted: stable).
 template <typename T>
 void softmax_forward(bool log, const T* x, T* y, i64 outer, i64 dim, i64 inner);
+// Lines shorter than this (float32, last axis) run 8 lines per vector.
+constexpr i64 kShortSoftmaxLine = 32;
 // softmax:     dx = y * (dy - sum(dy * y))
 // log_softmax: dx = dy - exp(y) * sum(dy)
 template <typename T>

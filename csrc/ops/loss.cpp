@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "cpu/parallel.h"
+#include "ops/activation.h"
 #include "ops/vmath.h"
 
 namespace pyconv {
@@ -66,9 +67,33 @@ void cross_entropy_forward(const T* x, i64 N, i64 C, const std::int64_t* t, cons
   T* rows = reduction == kNone ? out : tmp.data();
   const int nt = row_threads(N, C);
   const VMathF32* vm = vmath_f32();
+  // Short rows (float32): the log-softmax of every row first, 8 rows per
+  // vector (softmax_forward's column path), then each row reads it.
+  std::vector<T> lsm;
+  if (std::is_same_v<T, float> && vm && C < kShortSoftmaxLine) {
+    lsm.resize(std::size_t(N) * C);
+    softmax_forward(true, x, lsm.data(), N, C, i64(1));
+  }
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
   for (i64 n = 0; n < N; ++n) {
     const T* xr = x + n * C;
+    if (!lsm.empty()) {
+      const T* lr = lsm.data() + n * C;
+      T loss = 0;
+      if (t) {
+        loss = -(T(1) - eps) * lr[t[n]];
+        if (eps != T(0)) {
+          T s = 0;
+          for (i64 c = 0; c < C; ++c) s -= lr[c];
+          loss += eps * s / T(C);
+        }
+      } else {
+        const T* qr = q + n * C;
+        for (i64 c = 0; c < C; ++c) loss -= ((T(1) - eps) * qr[c] + eps / T(C)) * lr[c];
+      }
+      rows[n] = loss;
+      continue;
+    }
     const RowLse<T> r = row_lse(xr, C, vm);
     T loss = 0;
     if (t) {  // (1-eps) * (-logp[t]) + eps * mean_c(-logp[c])
@@ -92,11 +117,27 @@ void cross_entropy_backward(const T* x, i64 N, i64 C, const std::int64_t* t, con
                             const T* g, i64 g_stride, T scale, T* dx) {
   const int nt = row_threads(N, C);
   const VMathF32* vm = vmath_f32();
+  // Short rows (float32): every row's softmax into dx first, 8 rows per vector.
+  const bool short_rows = std::is_same_v<T, float> && vm && C < kShortSoftmaxLine;
+  if (short_rows) softmax_forward(false, x, dx, N, C, i64(1));
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
   for (i64 n = 0; n < N; ++n) {
     const T* xr = x + n * C;
     T* dr = dx + n * C;
     const T gn = g[n * g_stride] * scale;
+    if (short_rows) {  // dr holds the softmax
+      if (t) {
+        for (i64 c = 0; c < C; ++c) dr[c] = gn * (dr[c] - eps / T(C));
+        dr[t[n]] -= gn * (T(1) - eps);
+      } else {
+        const T* qr = q + n * C;
+        T qs = 0;
+        for (i64 c = 0; c < C; ++c) qs += (T(1) - eps) * qr[c] + eps / T(C);
+        for (i64 c = 0; c < C; ++c)
+          dr[c] = gn * (dr[c] * qs - ((T(1) - eps) * qr[c] + eps / T(C)));
+      }
+      continue;
+    }
     const RowLse<T> r = row_lse(xr, C, vm);
     bool have_p = false;  // dr holds the softmax already
     if constexpr (std::is_same_v<T, float>) {
