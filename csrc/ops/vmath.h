@@ -42,6 +42,13 @@ struct VMathF32 {
   // else dx = y * (g - sum(g * y)). Same layout.
   void (*softmax_backward_cols)(const float* g, const float* y, float* dx, i64 dim, i64 ld, i64 n,
                                 bool log);
+  // Batch-norm reductions into eight double partial sums, acc[k] += f(i)
+  // for i = k mod 8 over the full blocks of 8, then the tail into acc[0..]
+  // (the order of batchnorm.cpp's portable accumulate8). f = x[i];
+  // (x[i] - m)^2; and, into a1 / a2, g[i] and g[i] * (x[i] - m).
+  void (*sum8)(const float* x, i64 n, double* acc);
+  void (*sqdev8)(const float* x, i64 n, double m, double* acc);
+  void (*sum_dot_dev8)(const float* g, const float* x, i64 n, double m, double* a1, double* a2);
   // dst[i] = src[2 i] for i < n (reads src[0 .. 2n - 2]).
   void (*every_other)(const float* src, i64 n, float* dst);
   void (*max_pool2x2_row)(const float* r0, const float* r1, i64 n, float* y, std::int64_t* idx,

@@ -335,6 +335,72 @@ void softmax_backward_cols_f32(const float* g, const float* y, float* dx, i64 di
   });
 }
 
+// ---- batch-norm reductions (eight double lanes: two 4-lane vectors) ----------
+
+inline void lanes_of(const float* x, __m256d* lo, __m256d* hi) {
+  const V v = _mm256_loadu_ps(x);
+  *lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+  *hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+}
+
+void sum8_f32(const float* x, i64 n, double* acc) {
+  __m256d a = _mm256_loadu_pd(acc), b = _mm256_loadu_pd(acc + 4);
+  i64 i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256d lo, hi;
+    lanes_of(x + i, &lo, &hi);
+    a = _mm256_add_pd(a, lo);
+    b = _mm256_add_pd(b, hi);
+  }
+  _mm256_storeu_pd(acc, a);
+  _mm256_storeu_pd(acc + 4, b);
+  for (int k = 0; i < n; ++i, ++k) acc[k] += double(x[i]);
+}
+
+void sqdev8_f32(const float* x, i64 n, double m, double* acc) {
+  const __m256d mv = _mm256_set1_pd(m);
+  __m256d a = _mm256_loadu_pd(acc), b = _mm256_loadu_pd(acc + 4);
+  i64 i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256d lo, hi;
+    lanes_of(x + i, &lo, &hi);
+    lo = _mm256_sub_pd(lo, mv);
+    hi = _mm256_sub_pd(hi, mv);
+    a = _mm256_add_pd(a, _mm256_mul_pd(lo, lo));
+    b = _mm256_add_pd(b, _mm256_mul_pd(hi, hi));
+  }
+  _mm256_storeu_pd(acc, a);
+  _mm256_storeu_pd(acc + 4, b);
+  for (int k = 0; i < n; ++i, ++k) {
+    const double d = double(x[i]) - m;
+    acc[k] += d * d;
+  }
+}
+
+void sum_dot_dev8_f32(const float* g, const float* x, i64 n, double m, double* a1, double* a2) {
+  const __m256d mv = _mm256_set1_pd(m);
+  __m256d s0 = _mm256_loadu_pd(a1), s1 = _mm256_loadu_pd(a1 + 4);
+  __m256d d0 = _mm256_loadu_pd(a2), d1 = _mm256_loadu_pd(a2 + 4);
+  i64 i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256d glo, ghi, xlo, xhi;
+    lanes_of(g + i, &glo, &ghi);
+    lanes_of(x + i, &xlo, &xhi);
+    s0 = _mm256_add_pd(s0, glo);
+    s1 = _mm256_add_pd(s1, ghi);
+    d0 = _mm256_add_pd(d0, _mm256_mul_pd(glo, _mm256_sub_pd(xlo, mv)));
+    d1 = _mm256_add_pd(d1, _mm256_mul_pd(ghi, _mm256_sub_pd(xhi, mv)));
+  }
+  _mm256_storeu_pd(a1, s0);
+  _mm256_storeu_pd(a1 + 4, s1);
+  _mm256_storeu_pd(a2, d0);
+  _mm256_storeu_pd(a2 + 4, d1);
+  for (int k = 0; i < n; ++i, ++k) {
+    a1[k] += double(g[i]);
+    a2[k] += double(g[i]) * (double(x[i]) - m);
+  }
+}
+
 void every_other_f32(const float* src, i64 n, float* dst) {
   i64 i = 0;
   for (; i + 8 <= n && 2 * i + 16 <= 2 * n - 1; i += 8) {  // 16 loads stay within src[0, 2n - 1)
@@ -403,6 +469,9 @@ const VMathF32 vmath_f32_avx2 = {
     exp_shift_sum_f32,
     softmax_cols_f32,
     softmax_backward_cols_f32,
+    sum8_f32,
+    sqdev8_f32,
+    sum_dot_dev8_f32,
     every_other_f32,
     max_pool2x2_row_f32,
 };
