@@ -621,6 +621,28 @@ void weight_chunk(const Conv2dParams& p, const WeightChunks& ch, i64 c, const T*
     }
     return;
   }
+  if (p.is_pointwise()) {
+    // 1x1: A = the dy rows and B^T = the x rows of each image's segment, read
+    // in place (B's columns are x's channel rows: SIMD stream packing); the
+    // segments accumulate in order.
+    const i64 HW = p.H * p.W;
+    std::vector<i64> coff(Cg);
+    for (i64 c = 0; c < Cg; ++c) coff[c] = c * HW;
+    T beta_eff = beta;
+    for (i64 r = u0; r < u1;) {
+      const i64 n = r / p.OH, oy0 = r % p.OH, oy1 = std::min(p.OH, oy0 + (u1 - r));
+      const i64 hw0 = oy0 * p.OW, seg = (oy1 - oy0) * p.OW;
+      for (i64 gi = 0; gi < p.G; ++gi) {
+        const ColOffsetsB<T> src{x + (n * p.C + gi * Cg) * HW + hw0, coff.data()};
+        gemm_packed_b<T>(kern, OCg, K, seg, dy + (n * p.OC + gi * OCg) * HW + hw0, HW, 1,
+                         BPacker<T>{&ColOffsetsB<T>::pack, &src}, beta_eff, out + gi * OCg * K, K,
+                         nthreads);
+      }
+      beta_eff = T(1);
+      r += oy1 - oy0;
+    }
+    return;
+  }
   const i64 L = (u1 - u0) * p.OW;
   T* col = buf;
   T* dyc = buf + (p.C * p.KH * p.KW * ch.per_chunk * p.OW + 15) / 16 * 16;
