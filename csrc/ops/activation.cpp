@@ -276,18 +276,22 @@ void by_columns(i64 outer, i64 dim, i64 inner, int nin, const float* const* in, 
     // Column blocks of up to 256: every thread gets whole ones.
     const i64 cb = (inner + 255) / 256, units = outer * cb;
     const int nt = threads_for(work, 2.0e5);
+    ExceptionCapture capture;  // (a kernel's tail block allocates: bad_alloc)
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (i64 u = 0; u < units; ++u) {
-      const i64 o = u / cb, j0 = u % cb * 256, n = std::min<i64>(256, inner - j0);
-      const float* src[2];
-      for (int k = 0; k < nin; ++k) src[k] = in[k] + o * dim * inner + j0;
-      body(src, out + o * dim * inner + j0, inner, n);
-    }
+    for (i64 u = 0; u < units; ++u)
+      capture.run([&] {
+        const i64 o = u / cb, j0 = u % cb * 256, n = std::min<i64>(256, inner - j0);
+        const float* src[2];
+        for (int k = 0; k < nin; ++k) src[k] = in[k] + o * dim * inner + j0;
+        body(src, out + o * dim * inner + j0, inner, n);
+      });
+    capture.rethrow();
     return;
   }
   const i64 blocks = (outer + kLineBlock - 1) / kLineBlock;
   const int nt = threads_for(work, 2.0e5);
   std::vector<float> scratch(std::size_t(nt) * (nin + 1) * dim * kLineBlock);
+  ExceptionCapture capture;
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
 #ifdef _OPENMP
@@ -306,11 +310,12 @@ void by_columns(i64 outer, i64 dim, i64 inner, int nin, const float* const* in, 
         src[k] = tk;
       }
       float* to = t + nin * dim * kLineBlock;
-      body(src, to, kLineBlock, n);
+      capture.run([&] { body(src, to, kLineBlock, n); });
       for (i64 l = 0; l < n; ++l)
         for (i64 d = 0; d < dim; ++d) out[(l0 + l) * dim + d] = to[d * kLineBlock + l];
     }
   }
+  capture.rethrow();
 }
 
 template <typename T>

@@ -293,22 +293,27 @@ bool backward_weight_simd(const Conv2dParams& p, const float* dy, const float* x
   const i64 mult = p.OC / p.C, OHW = p.OHW(), KK = p.KH * p.KW;
   const int nt = simd_threads(p, p.OC);
   ThreadBuffers tb(nt, L.size + L.L + kPlanePad);
+  std::vector<double> g_all(std::size_t(nt) * KK);  // (allocated outside the region)
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     float* buf = tb.mine();
     float* d = buf + L.size;
-    std::vector<double> g(static_cast<std::size_t>(KK));
+#ifdef _OPENMP
+    double* g = g_all.data() + std::size_t(omp_get_thread_num()) * KK;
+#else
+    double* g = g_all.data();
+#endif
 #pragma omp for schedule(static)
     for (i64 oc = 0; oc < p.OC; ++oc) {
       const i64 c = oc / mult;
-      std::fill(g.begin(), g.end(), 0.0);
+      std::fill(g, g + KK, 0.0);
       for (i64 n = 0; n < p.N; ++n) {
         const float* dyp = dy + (n * p.OC + oc) * OHW;
         if (L.fill(p, k, x + (n * p.C + c) * p.H * p.W, buf, true)) {
           k->copy2d(dyp, p.OW, d, L.pitch, p.OH, p.OW, false);
-          k->flat_wgrad(buf, L.off.data(), (int)KK, d, L.L, g.data());
+          k->flat_wgrad(buf, L.off.data(), (int)KK, d, L.L, g);
         } else {
-          k->wgrad(buf, L.pitch, L.off.data(), (int)KK, dyp, p.OW, p.OH, p.OW, g.data());
+          k->wgrad(buf, L.pitch, L.off.data(), (int)KK, dyp, p.OW, p.OH, p.OW, g);
         }
       }
       for (i64 t = 0; t < KK; ++t) dw[oc * KK + t] = float(g[t]);

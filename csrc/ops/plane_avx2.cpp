@@ -5,7 +5,8 @@
 //
 // rows: register tiles of 4 output rows x 16 columns (8 accumulators, so
 // the FMA latency is hidden); each tap broadcasts its weight once per tile.
-// Column tails use masked stores; their loads stay inside the caller's
+// Column tails are stored through a small temp (masked stores are slow on
+// AMD cores); their loads stay inside the caller's
 // buffer (it has a slack of kPlanePad floats), and lanes past n are dropped.
 // wgrad: one accumulator per tap (up to 12 taps per pass), dy loaded once
 // per vector and reused by every tap; tails load both operands masked, so a
@@ -154,7 +155,7 @@ void wgrad_f32(const float* src, i64 pitch, const i64* off, int taps, const floa
 }
 
 
-// ---- flat kernels: one long row over a whole plane (see depthwise.h) ----
+// ---- flat kernels: one long row over a whole plane (see plane.h) ----
 
 template <int NV>
 inline void flat_tile(const float* src, const i64* off, const float* w, int taps, float bias,

@@ -29,9 +29,6 @@ struct VMathF32 {
   float (*dot)(const float* x, const float* y, i64 n);
   // y[i] = exp(x[i] - m) (y may be null, or equal to x); returns the sum of those values.
   float (*exp_shift_sum)(const float* x, float m, float* y, i64 n);
-  // One output row of 2x2 stride-2 max pooling: y[o] = max of r0[2o],
-  // r0[2o+1], r1[2o], r1[2o+1] (first maximum wins, a NaN wins), o < n;
-  // idx (nullable) gets base + 2o + {0, 1, W, W + 1} for the winning tap.
   // Softmax (log = false) or log-softmax along d of n columns laid out
   // x[d*ld + j] (d < dim, j < n); y alike (y may equal x). 8 columns per
   // vector: for short rows (transposed by the caller) and for softmax over
@@ -51,6 +48,9 @@ struct VMathF32 {
   void (*sum_dot_dev8)(const float* g, const float* x, i64 n, double m, double* a1, double* a2);
   // dst[i] = src[2 i] for i < n (reads src[0 .. 2n - 2]).
   void (*every_other)(const float* src, i64 n, float* dst);
+  // One output row of 2x2 stride-2 max pooling: y[o] = max of r0[2o],
+  // r0[2o+1], r1[2o], r1[2o+1] (first maximum wins, a NaN wins), o < n;
+  // idx (nullable) gets base + 2o + {0, 1, W, W + 1} for the winning tap.
   void (*max_pool2x2_row)(const float* r0, const float* r1, i64 n, float* y, std::int64_t* idx,
                           i64 base, i64 W);
 };

@@ -474,6 +474,7 @@ bool winograd_backward_weight_f32_avx2(const Conv2dParams& p, const float* dy, c
   const i64 rowbuf = g.TW + 16;  // split dy rows: 4 per thread
   std::vector<float> split_all(std::size_t(nt) * 4 * rowbuf);
   std::atomic<bool> bad{false};
+  ExceptionCapture capture;
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
 #ifdef _OPENMP
@@ -521,13 +522,14 @@ bool winograd_backward_weight_f32_avx2(const Conv2dParams& p, const float* dy, c
       if (bad.load(std::memory_order_relaxed)) break;
       const VColumns cols_proto{nullptr, g.TBp, K.pack_streams};
 #pragma omp for schedule(static)
-      for (i64 xi = 0; xi < 16; ++xi) {
-        VColumns cols = cols_proto;
-        cols.v = vb + xi * g.vs;
-        const BPacker<float> B{&VColumns::pack, &cols};
-        gemm_packed_b(K, OC, C, tn, zb + xi * zs, g.TBp, 1, B, t0 == 0 ? 0.0f : 1.0f,
-                      du + xi * g.ws, C, 1);
-      }
+      for (i64 xi = 0; xi < 16; ++xi)
+        capture.run([&] {  // (the GEMM may allocate its workspace: bad_alloc)
+          VColumns cols = cols_proto;
+          cols.v = vb + xi * g.vs;
+          const BPacker<float> B{&VColumns::pack, &cols};
+          gemm_packed_b(K, OC, C, tn, zb + xi * zs, g.TBp, 1, B, t0 == 0 ? 0.0f : 1.0f,
+                        du + xi * g.ws, C, 1);
+        });
     }
     if (!bad.load(std::memory_order_relaxed)) {
 #pragma omp for schedule(static)
@@ -536,6 +538,7 @@ bool winograd_backward_weight_f32_avx2(const Conv2dParams& p, const float* dy, c
           weight_untransform(du + oc * C + c, g.ws, dw + (oc * C + c) * 9);
     }
   }
+  capture.rethrow();
   return !bad.load();
 }
 
