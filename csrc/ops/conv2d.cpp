@@ -510,10 +510,16 @@ struct ColOffsetsB {  // B[j][col] = base[coff[col] + j]: each column contiguous
     const ColOffsetsB& s = *static_cast<const ColOffsetsB*>(ctx);
     const T* src[64];
     const auto simd = active_gemm_kernel<T>().pack_streams;  // SIMD transposes, if any
+    // A partial last panel streams zeros for its missing columns, so it
+    // takes the SIMD packer too (kc never exceeds a kernel's KC of 256).
+    static const T zeros[1024] = {};
     for (i64 jp = 0; jp < nc; jp += NR, dst += kc * NR) {
       const i64 nr = std::min<i64>(NR, nc - jp);
       for (i64 t = 0; t < nr; ++t) src[t] = s.base + s.coff[j0 + jp + t] + p0;
-      if (simd && nr == NR && NR % 8 == 0) {
+      if (simd && nr < NR && NR % 8 == 0 && kc <= 1024) {
+        for (i64 t = nr; t < NR; ++t) src[t] = zeros;
+        simd(src, kc, NR, dst);
+      } else if (simd && nr == NR && NR % 8 == 0) {
         simd(src, kc, NR, dst);
       } else if (nr == 16 && NR == 16) {
         for (i64 q = 0; q < kc; ++q)
