@@ -105,10 +105,11 @@ def get_winograd() -> bool:
 
 def set_winograd(enabled: bool) -> None:
     """Allow (True, the default) or forbid Winograd F(2x2, 3x3) for float32
-    3x3, stride-1, dilation-1, ungrouped convolutions with >= 16 input and
-    output channels (forward and backward-data). Off, those run as implicit
-    GEMM like every other shape: useful to compare algorithms, or when the
-    ~2x larger rounding error of Winograd matters. Process-wide.
+    3x3, stride-1, ungrouped convolutions with >= 16 input and output
+    channels and >= 32 output tiles (dilation 1, or dilation d with padding
+    d on sizes d divides), in all three directions. Off, those run as
+    implicit GEMM like every other shape: useful to compare algorithms, or
+    when Winograd's up to ~2x larger rounding error matters. Process-wide.
     """
     if not isinstance(enabled, (bool, int)) or isinstance(enabled, float):
         raise TypeError(f"set_winograd: enabled must be a bool, got {type(enabled).__name__}")

@@ -301,7 +301,8 @@ def conv2d(input, weight, bias=None, stride: IntOrPair = 1, padding: Union[IntOr
     # Fast path (no conversions needed): C-contiguous native float32/float64
     # arrays of one dtype, a batch, zero padding. The checks are the same as
     # below, in _conv_geom; only the dtype/layout handling is skipped.
-    if (type(input) is np.ndarray and type(weight) is np.ndarray and padding_mode == "zeros"
+    if (type(input) is np.ndarray and type(weight) is np.ndarray
+            and type(padding_mode) is str and padding_mode == "zeros"
             and input.ndim == 4 and (input.dtype is _F32 or input.dtype is _F64)
             and weight.dtype is input.dtype and input.flags.c_contiguous
             and weight.flags.c_contiguous
