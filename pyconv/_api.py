@@ -109,7 +109,8 @@ def set_winograd(enabled: bool) -> None:
     channels and >= 32 output tiles (dilation 1, or dilation d with padding
     d on sizes d divides), in all three directions. Off, those run as
     implicit GEMM like every other shape: useful to compare algorithms, or
-    when Winograd's up to ~2x larger rounding error matters. Process-wide.
+    when Winograd's rounding error (measured up to ~2.3x the direct path's)
+    matters. Process-wide.
     """
     if not isinstance(enabled, (bool, int)) or isinstance(enabled, float):
         raise TypeError(f"set_winograd: enabled must be a bool, got {type(enabled).__name__}")

@@ -1052,3 +1052,31 @@ class TestBatchNormErrors:
                 bw(dy, x, w, m, s, output_mask=mask)
         with pytest.raises(TypeError, match="grad_output"):
             bw(dy.astype(np.complex128), x, w, m, s)
+
+
+@pytest.mark.parametrize("S", [1, 7, 8, 29, 64])
+def test_batch_norm_simd_reductions_match_portable_bits(S):
+    """float32 batch-norm statistics and backward run their reductions on AVX2
+    in the portable loops' order (eight double partial sums, the tail into the
+    first ones): the results are the same bits on every ISA."""
+    rng = np.random.default_rng(S)
+    N, C = 3, 5
+    x = (rng.standard_normal((N, C, S)) * 3 + 1).astype(np.float32)
+    g = rng.standard_normal((N, C, S)).astype(np.float32)
+    w = rng.standard_normal(C).astype(np.float32)
+    b = rng.standard_normal(C).astype(np.float32)
+    out = {}
+    old = pyconv.get_isa()
+    try:
+        for isa in pyconv.supported_isas():
+            pyconv.set_isa(isa)
+            rm, rv = np.zeros(C, np.float32), np.ones(C, np.float32)
+            y, mean, invstd = pyconv.batch_norm(x, rm, rv, w, b, training=True, return_stats=True)
+            grads = pyconv.batch_norm_backward(g, x, w, mean, invstd, training=True)
+            out[isa] = (y, mean, invstd, rm, rv) + tuple(grads)
+    finally:
+        pyconv.set_isa(old)
+    ref = out.pop("ref")
+    for isa, got in out.items():
+        for a, c in zip(got, ref):
+            np.testing.assert_array_equal(a, c, err_msg=isa)

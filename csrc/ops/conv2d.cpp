@@ -343,50 +343,52 @@ void phase_copy(bool split, i64 N, i64 C, i64 H, i64 W, i64 D, const float* src,
         }
 }
 
-bool winograd_forward_plain(const Conv2dParams& p, const float* x, const float* w, const float* b,
-                            float* y) {
+// Winograd's kernels need AVX2+FMA (and an active ISA other than 'ref').
+bool winograd_isa() {
 #if defined(PYCONV_X86)
-  if (active_isa() != Isa::ref && cpu_supports(Isa::avx2))
-    return winograd_forward_f32_avx2(p, x, w, b, y);
-#endif
+  return active_isa() != Isa::ref && cpu_supports(Isa::avx2);
+#else
   return false;
-}
-
-bool winograd_backward_weight_plain(const Conv2dParams& p, const float* dy, const float* x,
-                                    float* dw) {
-#if defined(PYCONV_X86)
-  if (active_isa() != Isa::ref && cpu_supports(Isa::avx2))
-    return winograd_backward_weight_f32_avx2(p, dy, x, dw);
 #endif
-  return false;
 }
 
 }  // namespace
 
+#if defined(PYCONV_X86)
 bool winograd_forward_f32(const Conv2dParams& p, const float* x, const float* w, const float* b,
                           float* y) {
-  if (winograd_shape(p)) return winograd_forward_plain(p, x, w, b, y);
+  if (!winograd_isa()) return false;
+  if (winograd_shape(p)) return winograd_forward_f32_avx2(p, x, w, b, y);
   const Conv2dParams s = winograd_phase_problem(p);
   const i64 D = p.DH;
   float* xs = static_cast<float*>(t_phase_a.reserve(checked_bytes(p.N * p.C, p.H * p.W, 4)));
   float* ys = static_cast<float*>(t_phase_b.reserve(checked_bytes(p.N * p.OC, p.OH * p.OW, 4)));
   phase_copy(true, p.N, p.C, p.H, p.W, D, x, xs);
-  if (!winograd_forward_plain(s, xs, w, b, ys)) return false;
+  if (!winograd_forward_f32_avx2(s, xs, w, b, ys)) return false;
   phase_copy(false, p.N, p.OC, p.OH, p.OW, D, ys, y);
   return true;
 }
 
 bool winograd_backward_weight_f32(const Conv2dParams& p, const float* dy, const float* x,
                                   float* dw) {
-  if (winograd_shape(p)) return winograd_backward_weight_plain(p, dy, x, dw);
+  if (!winograd_isa()) return false;
+  if (winograd_shape(p)) return winograd_backward_weight_f32_avx2(p, dy, x, dw);
   const Conv2dParams s = winograd_phase_problem(p);
   const i64 D = p.DH;
   float* xs = static_cast<float*>(t_phase_a.reserve(checked_bytes(p.N * p.C, p.H * p.W, 4)));
   float* dys = static_cast<float*>(t_phase_b.reserve(checked_bytes(p.N * p.OC, p.OH * p.OW, 4)));
   phase_copy(true, p.N, p.C, p.H, p.W, D, x, xs);
   phase_copy(true, p.N, p.OC, p.OH, p.OW, D, dy, dys);
-  return winograd_backward_weight_plain(s, dys, xs, dw);
+  return winograd_backward_weight_f32_avx2(s, dys, xs, dw);
 }
+#else
+bool winograd_forward_f32(const Conv2dParams&, const float*, const float*, const float*, float*) {
+  return false;
+}
+bool winograd_backward_weight_f32(const Conv2dParams&, const float*, const float*, float*) {
+  return false;
+}
+#endif
 
 template <typename T>
 void conv2d_forward(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y) {

@@ -343,38 +343,36 @@ inline void lanes_of(const float* x, __m256d* lo, __m256d* hi) {
   *hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
 }
 
-void sum8_f32(const float* x, i64 n, double* acc) {
+// acc[k] += term(x[i]) over eight double lanes (two 4-lane vectors), the
+// tail into acc[0..]; vterm and sterm are the same term on __m256d / double.
+template <typename VTerm, typename STerm>
+inline void accumulate8_pd(const float* x, i64 n, double* acc, VTerm vterm, STerm sterm) {
   __m256d a = _mm256_loadu_pd(acc), b = _mm256_loadu_pd(acc + 4);
   i64 i = 0;
   for (; i + 8 <= n; i += 8) {
     __m256d lo, hi;
     lanes_of(x + i, &lo, &hi);
-    a = _mm256_add_pd(a, lo);
-    b = _mm256_add_pd(b, hi);
+    a = _mm256_add_pd(a, vterm(lo));
+    b = _mm256_add_pd(b, vterm(hi));
   }
   _mm256_storeu_pd(acc, a);
   _mm256_storeu_pd(acc + 4, b);
-  for (int k = 0; i < n; ++i, ++k) acc[k] += double(x[i]);
+  for (int k = 0; i < n; ++i, ++k) acc[k] += sterm(double(x[i]));
+}
+
+void sum8_f32(const float* x, i64 n, double* acc) {
+  accumulate8_pd(x, n, acc, [](__m256d v) { return v; }, [](double v) { return v; });
 }
 
 void sqdev8_f32(const float* x, i64 n, double m, double* acc) {
   const __m256d mv = _mm256_set1_pd(m);
-  __m256d a = _mm256_loadu_pd(acc), b = _mm256_loadu_pd(acc + 4);
-  i64 i = 0;
-  for (; i + 8 <= n; i += 8) {
-    __m256d lo, hi;
-    lanes_of(x + i, &lo, &hi);
-    lo = _mm256_sub_pd(lo, mv);
-    hi = _mm256_sub_pd(hi, mv);
-    a = _mm256_add_pd(a, _mm256_mul_pd(lo, lo));
-    b = _mm256_add_pd(b, _mm256_mul_pd(hi, hi));
-  }
-  _mm256_storeu_pd(acc, a);
-  _mm256_storeu_pd(acc + 4, b);
-  for (int k = 0; i < n; ++i, ++k) {
-    const double d = double(x[i]) - m;
-    acc[k] += d * d;
-  }
+  accumulate8_pd(
+      x, n, acc,
+      [mv](__m256d v) {
+        const __m256d d = _mm256_sub_pd(v, mv);
+        return _mm256_mul_pd(d, d);
+      },
+      [m](double v) { return (v - m) * (v - m); });
 }
 
 void sum_dot_dev8_f32(const float* g, const float* x, i64 n, double m, double* a1, double* a2) {
