@@ -127,19 +127,48 @@ def test_strided_operands_and_output(isa, dt):
 
 
 @pytest.mark.parametrize("dt", DTYPES)
+def test_narrow_c_swapped_product(isa, dt):
+    # A narrow C (few columns, many rows) is computed as C^T = B^T A^T and
+    # transposed back; with beta == 0 every element sums the same products
+    # in the same order, so the result equals the transposed problem's bits.
+    info = _C.gemm_kernel_info(np.dtype(dt).name, isa)
+    mr, nr = info["mr"], info["nr"]
+    rng = np.random.default_rng(11)
+    for m, n, k in [(8 * nr + 3, 1, 40), (8 * nr, nr + 1, 257), (3 * info["mc"] + 1, 2 * nr + 1, 64),
+                    (20 * nr, 7 * nr + 5, 33), (50, 10, 600)]:
+        a = rng.standard_normal((m, k)).astype(dt)
+        b = rng.standard_normal((k, n)).astype(dt)
+        c = np.full((m, n), np.nan, dtype=dt)
+        _C.gemm(a, b, c, 0.0, isa)
+        _check(c, a, b)
+        ct = np.full((n, m), np.nan, dtype=dt)
+        _C.gemm(np.ascontiguousarray(b.T), np.ascontiguousarray(a.T), ct, 0.0, isa)
+        assert np.array_equal(c, ct.T), (m, n, k)
+        for beta in (1.0, -0.5):  # beta is applied when adding C^T back
+            c0 = rng.standard_normal((m, n)).astype(dt)
+            big = np.full((m + 2, n + 5), np.nan, dtype=dt)
+            out = big[1:m + 1, 3:n + 3]
+            out[...] = c0
+            _C.gemm(a.T.copy().T, b[:, ::-1].copy()[:, ::-1], out, beta, isa)
+            _check(out, a, b, beta, c0)
+            assert np.isnan(big[0]).all() and np.isnan(big[:, :3]).all() and np.isnan(big[:, n + 3:]).all()
+
+
+@pytest.mark.parametrize("dt", DTYPES)
 def test_thread_count_independent(dt):
     rng = np.random.default_rng(6)
-    a = rng.standard_normal((203, 517)).astype(dt)
-    b = rng.standard_normal((517, 389)).astype(dt)
     old = pyconv.get_num_threads()
-    try:
-        outs = []
-        for nt in (1, 2, 3):
-            pyconv.set_num_threads(nt)
-            outs.append(pyconv.gemm(a, b))
-    finally:
-        pyconv.set_num_threads(old)
-    assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
+    for m, n, k in [(203, 389, 517), (700, 9, 300)]:  # the second is computed as C^T
+        a = rng.standard_normal((m, k)).astype(dt)
+        b = rng.standard_normal((k, n)).astype(dt)
+        try:
+            outs = []
+            for nt in (1, 2, 3):
+                pyconv.set_num_threads(nt)
+                outs.append(pyconv.gemm(a, b))
+        finally:
+            pyconv.set_num_threads(old)
+        assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
 
 
 def test_k_zero_and_empty():

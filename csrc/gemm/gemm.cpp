@@ -22,7 +22,84 @@ inline int omp_get_thread_num() { return 0; }
 #endif
 
 namespace pyconv {
+
+template <typename T>
+void pack_stream_panel(const T** src, i64 nr, i64 kc, int NR, T* dst) {
+  const auto simd = active_gemm_kernel<T>().pack_streams;  // SIMD transposes, if any
+  // A partial panel streams zeros for its missing columns, so it takes the
+  // SIMD packer too (kc never exceeds a kernel's KC of 256).
+  static const T zeros[1024] = {};
+  if (simd && NR % 8 == 0 && NR <= 64 && (nr == NR || kc <= 1024)) {
+    for (i64 t = nr; t < NR; ++t) src[t] = zeros;
+    simd(src, kc, NR, dst);
+  } else if (nr == 16 && NR == 16) {
+    for (i64 q = 0; q < kc; ++q)
+      for (int t = 0; t < 16; ++t) dst[q * 16 + t] = src[t][q];
+  } else if (nr == 8 && NR == 8) {
+    for (i64 q = 0; q < kc; ++q)
+      for (int t = 0; t < 8; ++t) dst[q * 8 + t] = src[t][q];
+  } else {
+    for (i64 q = 0; q < kc; ++q) {
+      for (i64 t = 0; t < nr; ++t) dst[q * NR + t] = src[t][q];
+      for (i64 t = nr; t < NR; ++t) dst[q * NR + t] = T(0);
+    }
+  }
+}
+template void pack_stream_panel<float>(const float**, i64, i64, int, float*);
+template void pack_stream_panel<double>(const double**, i64, i64, int, double*);
+
 namespace {
+
+// Deals kc runs of len contiguous values (run p at src + p * step) out to
+// R-wide micro-panels [ceil(len/R)][kc][R], zero-padding the last panel.
+// This is packing A when its columns are contiguous (R = MR, a run per k
+// step of mc rows) and B when its rows are (R = NR). Steps go in groups of
+// 8, panel by panel within a group: the group's runs stay in L1 and each
+// panel receives 8 * R values in a row. (Step by step writes one piece to
+// every panel at a stride of kc * R; panel by panel over all of kc reads kc
+// runs at stride `step` per panel. Both strides tend to be multiples of
+// 2 KiB, so either order alone thrashed a few L1 sets.) With prefetch_next,
+// the runs that follow (the caller's next block) are fetched meanwhile: short
+// runs are too short for the hardware prefetcher.
+template <int R, typename T>
+inline void pack_runs_fixed(i64 kc, i64 len, const T* src, i64 step, T* dst, bool prefetch_next) {
+  const i64 full = len / R, rem = len - full * R, panel = kc * R;
+  for (i64 p0 = 0; p0 < kc; p0 += 8) {
+    const i64 p1 = std::min<i64>(kc, p0 + 8);
+    if (prefetch_next)
+      for (i64 p = p0; p < p1; ++p)
+        for (i64 b = 0; b < len * i64(sizeof(T)); b += 64)
+          __builtin_prefetch(reinterpret_cast<const char*>(src + p * step + len) + b);
+    for (i64 ip = 0; ip < full; ++ip) {
+      T* d = dst + ip * panel;
+      for (i64 p = p0; p < p1; ++p) std::memcpy(d + p * R, src + p * step + ip * R, sizeof(T) * R);
+    }
+    if (rem) {
+      T* d = dst + full * panel;
+      for (i64 p = p0; p < p1; ++p) {
+        const T* s = src + p * step + full * R;
+        i64 i = 0;
+        for (; i < rem; ++i) d[p * R + i] = s[i];
+        for (; i < R; ++i) d[p * R + i] = T(0);
+      }
+    }
+  }
+}
+
+template <typename T>
+void pack_runs(int R, i64 kc, i64 len, const T* src, i64 step, T* dst, bool prefetch_next) {
+  switch (R) {  // a constant width makes each memcpy a few inline vector moves
+    case 4: return pack_runs_fixed<4>(kc, len, src, step, dst, prefetch_next);
+    case 6: return pack_runs_fixed<6>(kc, len, src, step, dst, prefetch_next);
+    case 8: return pack_runs_fixed<8>(kc, len, src, step, dst, prefetch_next);
+    case 14: return pack_runs_fixed<14>(kc, len, src, step, dst, prefetch_next);
+    case 16: return pack_runs_fixed<16>(kc, len, src, step, dst, prefetch_next);
+    case 32: return pack_runs_fixed<32>(kc, len, src, step, dst, prefetch_next);
+  }
+  for (i64 p = 0; p < kc; ++p)
+    for (i64 i = 0; i < len; i += R)
+      for (i64 t = 0; t < R; ++t) dst[i * kc + p * R + t] = i + t < len ? src[p * step + i + t] : T(0);
+}
 
 // Packs an mc x kc block of A into MR-row micro-panels: [mc/MR][kc][MR],
 // zero-padding the last panel's missing rows.
@@ -34,71 +111,31 @@ void pack_a(int MR, i64 mc, i64 kc, const T* A, i64 rsa, i64 csa, T* dst,
       pack_a6(A + i0 * rsa, rsa, std::min<i64>(6, mc - i0), kc, dst);
     return;
   }
+  if (rsa == 1) return pack_runs(MR, kc, mc, A, csa, dst, true);  // columns contiguous
   for (i64 i0 = 0; i0 < mc; i0 += MR) {
     const i64 mr = std::min<i64>(MR, mc - i0);
     const T* src = A + i0 * rsa;
-    if (rsa == 1) {  // columns of A are contiguous: MR values per step
-      for (i64 p = 0; p < kc; ++p) {
-        const T* s = src + p * csa;
-        i64 i = 0;
-        for (; i < mr; ++i) dst[i] = s[i];
-        for (; i < MR; ++i) dst[i] = T(0);
-        dst += MR;
-      }
-    } else {  // rows of A run along k: read each row, scatter into the panel
-      for (i64 i = 0; i < mr; ++i) {
-        const T* s = src + i * rsa;
-        T* d = dst + i;
-        if (csa == 1)
-          for (i64 p = 0; p < kc; ++p) d[p * MR] = s[p];
-        else
-          for (i64 p = 0; p < kc; ++p) d[p * MR] = s[p * csa];
-      }
-      for (i64 i = mr; i < MR; ++i)
-        for (i64 p = 0; p < kc; ++p) dst[p * MR + i] = T(0);
-      dst += kc * MR;
+    // Rows of A run along k: read each row, scatter into the panel.
+    for (i64 i = 0; i < mr; ++i) {
+      const T* s = src + i * rsa;
+      T* d = dst + i;
+      if (csa == 1)
+        for (i64 p = 0; p < kc; ++p) d[p * MR] = s[p];
+      else
+        for (i64 p = 0; p < kc; ++p) d[p * MR] = s[p * csa];
     }
+    for (i64 i = mr; i < MR; ++i)
+      for (i64 p = 0; p < kc; ++p) dst[p * MR + i] = T(0);
+    dst += kc * MR;
   }
-}
-
-// Copies one row segment into `panels` consecutive micro-panels. The
-// constant size makes each memcpy a few inline vector moves.
-template <int NR, typename T>
-inline void copy_panels(i64 panels, const T* s, T* d, i64 panel_stride) {
-  for (i64 jp = 0; jp < panels; ++jp) std::memcpy(d + jp * panel_stride, s + jp * NR, sizeof(T) * NR);
 }
 
 // Packs a kc x nc block of B into NR-column micro-panels: [nc/NR][kc][NR],
-// zero-padding the last panel's missing columns. Row-major B is read row by
-// row across all panels (one sequential stream per row, which the hardware
-// prefetcher follows); reading panel by panel instead touches kc rows at a
-// large stride for every 64 bytes and ran latency-bound.
+// zero-padding the last panel's missing columns.
 template <typename T>
 void pack_b(int NR, i64 kc, i64 nc, const T* B, i64 rsb, i64 csb, T* dst) {
-  const i64 full = nc / NR, rem = nc - full * NR;
+  if (csb == 1) return pack_runs(NR, kc, nc, B, rsb, dst, false);  // rows contiguous
   const i64 panel = kc * NR;
-  if (csb == 1) {
-    for (i64 p = 0; p < kc; ++p) {
-      const T* s = B + p * rsb;
-      T* d = dst + p * NR;
-      switch (NR) {
-        case 8: copy_panels<8>(full, s, d, panel); break;
-        case 16: copy_panels<16>(full, s, d, panel); break;
-        case 32: copy_panels<32>(full, s, d, panel); break;
-        default:
-          for (i64 jp = 0; jp < full; ++jp)
-            for (int j = 0; j < NR; ++j) d[jp * panel + j] = s[jp * NR + j];
-      }
-      if (rem) {
-        T* dr = d + full * panel;
-        const T* sr = s + full * NR;
-        i64 j = 0;
-        for (; j < rem; ++j) dr[j] = sr[j];
-        for (; j < NR; ++j) dr[j] = T(0);
-      }
-    }
-    return;
-  }
   // Columns of B run along k (e.g. a transposed operand): read the NR
   // column streams side by side and write each panel row whole (writing
   // column by column into the panel ran at a fraction of the speed).
@@ -106,12 +143,8 @@ void pack_b(int NR, i64 kc, i64 nc, const T* B, i64 rsb, i64 csb, T* dst) {
   for (i64 j0 = 0; j0 < nc; j0 += NR, dst += panel) {
     const i64 nr = std::min<i64>(NR, nc - j0);
     for (i64 j = 0; j < nr; ++j) src[j] = B + (j0 + j) * csb;
-    if (nr == NR && rsb == 1 && NR == 16) {
-      for (i64 p = 0; p < kc; ++p)
-        for (int j = 0; j < 16; ++j) dst[p * 16 + j] = src[j][p];
-    } else if (nr == NR && rsb == 1 && NR == 8) {
-      for (i64 p = 0; p < kc; ++p)
-        for (int j = 0; j < 8; ++j) dst[p * 8 + j] = src[j][p];
+    if (rsb == 1) {
+      pack_stream_panel(src, nr, kc, NR, dst);
     } else {
       for (i64 p = 0; p < kc; ++p) {
         for (i64 j = 0; j < nr; ++j) dst[p * NR + j] = src[j][p * rsb];
@@ -154,15 +187,28 @@ void merge_edge(const T* tmp, int NR, i64 mr, i64 nr, T* c, i64 ldc, T beta) {
     }
 }
 
+// Columns of B packed at a time. The kernel's NC sizes the packed B block
+// for L3, where it waits to be reused by the next MC rows of A. With all of
+// m in one row block there is no such reuse: each B panel is used right
+// after packing, so a block of about 256 KiB keeps it in L2 (packing 4 MB
+// of B for a 49-row product and reading it back from L3 cost more than the
+// products). Never changes a result: the k loop is the same.
+template <typename T>
+inline i64 block_nc(const GemmKernel<T>& K, i64 m) {
+  if (m > K.mc) return K.nc;
+  const i64 cols = (i64(256) << 10) / (i64(sizeof(T)) * K.kc);
+  return std::min<i64>(K.nc, std::max<i64>(K.nr, cols / K.nr * K.nr));
+}
+
 // The serial loop nest over the block C[m0:m1, n0:n1] with packed B.
 template <typename T>
-void gemm_serial(const GemmKernel<T>& K, i64 m0, i64 m1, i64 n0, i64 n1, i64 k,
+void gemm_serial(const GemmKernel<T>& K, i64 m0, i64 m1, i64 n0, i64 n1, i64 k, i64 NC,
                  const T* A, i64 rsa, i64 csa, const BPacker<T>& B,
                  T beta, T* C, i64 ldc, T* bufA, T* bufB) {
   const int MR = K.mr, NR = K.nr;
   const i64 KC = balanced_kc(K.kc, k);
-  for (i64 jc = n0; jc < n1; jc += K.nc) {
-    const i64 nc = std::min<i64>(K.nc, n1 - jc);
+  for (i64 jc = n0; jc < n1; jc += NC) {
+    const i64 nc = std::min<i64>(NC, n1 - jc);
     for (i64 pc = 0; pc < k; pc += KC) {
       const i64 kc = std::min<i64>(KC, k - pc);
       const T beta_eff = pc == 0 ? beta : T(1);
@@ -316,9 +362,65 @@ inline std::size_t round64(std::size_t b) { return (b + 63) & ~std::size_t(63); 
 
 }  // namespace
 
+namespace {
+
+// Register-tile rows/columns actually computed for an m x n product.
+inline double padded_area(i64 m, i64 n, int MR, int NR) {
+  return double((m + MR - 1) / MR * MR) * double((n + NR - 1) / NR * NR);
+}
+
+thread_local AlignedBuffer t_swap;  // C^T of a swapped product
+
+// C := Ct^T + beta * C, with Ct row-major [n][m] (ld m). 16 x 16 blocks, so
+// both sides are read and written along cache lines.
+template <typename T>
+void add_transposed(i64 m, i64 n, const T* Ct, T beta, T* C, i64 ldc) {
+  constexpr i64 B = 16;
+  const i64 bm = (m + B - 1) / B;
+  const int nt = threads_for(double(m) * double(n) * 2 * sizeof(T), 1.0e6);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (i64 ib = 0; ib < bm; ++ib) {
+    const i64 i0 = ib * B, i1 = std::min(m, i0 + B);
+    for (i64 j0 = 0; j0 < n; j0 += B) {
+      const i64 j1 = std::min(n, j0 + B);
+      for (i64 i = i0; i < i1; ++i) {
+        T* c = C + i * ldc;
+        if (beta == T(0))
+          for (i64 j = j0; j < j1; ++j) c[j] = Ct[j * m + i];
+        else
+          for (i64 j = j0; j < j1; ++j) c[j] = Ct[j * m + i] + beta * c[j];
+      }
+    }
+  }
+}
+
+}  // namespace
+
+// A narrow C (n well under a few NR panels) wastes most of its last column
+// tile: 49 columns of a ResNet 7x7 map fill 4 x 16 with 15 to spare. The
+// transposed product C^T = B^T A^T puts n on the MR side instead (49 rows:
+// 9 x 6 with 5 to spare). Worth it when that computes clearly fewer padded
+// elements and k is long enough to pay for transposing the result back.
+// Depends on the shape only, and the sum over k for each element is the same
+// sequence either way (bit-identical with beta == 0).
+bool gemm_swaps(int MR, int NR, i64 m, i64 n, i64 k) {
+  constexpr double kMaxScratch = double(i64(1) << 22);  // elements of C^T
+  if (n >= 8 * NR || k < 32 || double(m) * double(n) > kMaxScratch) return false;
+  return padded_area(n, m, MR, NR) < 0.9 * padded_area(m, n, MR, NR);
+}
+
 template <typename T>
 void gemm(const GemmKernel<T>& K, i64 m, i64 n, i64 k, const T* A, i64 rsa, i64 csa,
           const T* B, i64 rsb, i64 csb, T beta, T* C, i64 ldc, int nthreads) {
+  if (m > 0 && n > 0 && gemm_swaps(K.mr, K.nr, m, n, k)) {
+    PYCONV_CHECK(ldc >= n, "gemm: ldc < n");
+    T* Ct = static_cast<T*>(t_swap.reserve(sizeof(T) * std::size_t(m) * std::size_t(n)));
+    const StridedB<T> at{A, csa, rsa};  // B' = A^T
+    gemm_packed_b(K, n, m, k, B, csb, rsb, BPacker<T>{&StridedB<T>::pack, &at}, T(0), Ct, m,
+                  nthreads);
+    add_transposed(m, n, Ct, beta, C, ldc);
+    return;
+  }
   const StridedB<T> sb{B, rsb, csb};
   gemm_packed_b(K, m, n, k, A, rsa, csa, BPacker<T>{&StridedB<T>::pack, &sb}, beta, C, ldc,
                 nthreads);
@@ -332,12 +434,13 @@ void gemm_packed_b(const GemmKernel<T>& K, i64 m, i64 n, i64 k, const T* A, i64 
   if (k <= 0) return scale_c(m, n, beta, C, ldc);
   const i64 kc = std::min<i64>(K.kc, k);
   const i64 mc = std::min<i64>(K.mc, ((m + K.mr - 1) / K.mr) * K.mr);
-  const i64 nc = std::min<i64>(K.nc, ((n + K.nr - 1) / K.nr) * K.nr);
+  const i64 NC = block_nc(K, m);
+  const i64 nc = std::min<i64>(NC, ((n + K.nr - 1) / K.nr) * K.nr);
   const std::size_t a_bytes = round64(sizeof(T) * std::size_t(mc) * kc);
   const std::size_t b_bytes = sizeof(T) * std::size_t(nc) * kc;
   parallel_blocks(K, m, n, k, nthreads, a_bytes + b_bytes,
                   [&](i64 m0, i64 m1, i64 n0, i64 n1, char* buf) {
-                    gemm_serial(K, m0, m1, n0, n1, k, A, rsa, csa, B, beta, C, ldc,
+                    gemm_serial(K, m0, m1, n0, n1, k, NC, A, rsa, csa, B, beta, C, ldc,
                                 reinterpret_cast<T*>(buf), reinterpret_cast<T*>(buf + a_bytes));
                   });
 }

@@ -75,6 +75,13 @@ struct BPacker {
   const void* ctx;
 };
 
+// Packs one NR-wide B micro-panel from nr <= NR column streams, column t
+// being src[t][0 : kc]: dst[q*NR + t] = src[t][q], zeros for t >= nr. src
+// must have room for NR pointers (entries nr.. are overwritten). Uses the
+// active kernel's SIMD stream packer where there is one.
+template <typename T>
+void pack_stream_panel(const T** src, i64 nr, i64 kc, int NR, T* dst);
+
 // GEMM whose B comes from a packer (same contract as gemm otherwise).
 template <typename T>
 void gemm_packed_b(const GemmKernel<T>& K, i64 m, i64 n, i64 k, const T* A, i64 rsa, i64 csa,
@@ -88,6 +95,10 @@ void gemm_packed_b(const GemmKernel<T>& K, i64 m, i64 n, i64 k, const T* A, i64 
 template <typename T>
 void gemm_rows(const GemmKernel<T>& K, i64 m, i64 n, i64 k, const T* A, i64 rsa, i64 csa,
                const T* Bbase, const i64* boff, T beta, T* C, i64 ldc, int nthreads = 0);
+
+// Whether gemm() computes this shape as C^T = B^T A^T (a narrow C: see
+// gemm.cpp). Callers that could pack B themselves use it to choose gemm().
+bool gemm_swaps(int MR, int NR, i64 m, i64 n, i64 k);
 
 // The full GEMM with the given kernel. nthreads <= 0 means "library default";
 // threads split output tiles only, never k, so results do not depend on the

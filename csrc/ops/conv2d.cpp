@@ -230,7 +230,10 @@ void forward_image_wide(const Conv2dParams& p, const WideGeom& g, const i64* bof
 // 49 columns). Here one GEMM covers a chunk of nb images side by side:
 // forward packs B from the images directly, backward-data goes through
 // col[Ktot][nb*OHW] and col2im.
-inline bool use_batched(const Conv2dParams& p) { return p.N > 1 && p.OHW() < 100; }
+// (One image too, except 1x1, whose plain GEMM on the rows needs no copies.)
+inline bool use_batched(const Conv2dParams& p) {
+  return p.OHW() < 100 && (p.N > 1 || !p.is_pointwise());
+}
 
 inline i64 batch_chunk(const Conv2dParams& p) {
   const i64 per_image = (p.C * p.KH * p.KW + p.OC) * p.OHW();
@@ -246,10 +249,20 @@ void forward_batched(const Conv2dParams& p, const T* x, const T* w, const T* b, 
   for (i64 n0 = 0; n0 < p.N; n0 += nb) {
     const i64 cnt = std::min(nb, p.N - n0), L = cnt * OHW;
     const int nt = threads_for(double(p.OC) * L * sizeof(T), 1.0e6);
-    for (i64 g = 0; g < p.G; ++g) {  // B packed straight from the chunk's images
-      const Im2colB<T> src{&p, x + n0 * xs + g * p.Cg() * p.H * p.W, xs};
-      gemm_packed_b<T>(kern, OCg, L, K, w + g * OCg * K, K, 1, BPacker<T>{&im2col_pack_b<T>, &src},
-                       T(0), out + g * OCg * L, L);
+    if (gemm_swaps(kern.mr, kern.nr, OCg, L, K)) {
+      // Few columns (one 7x7 map): gemm() computes y^T = col^T W^T, which
+      // wastes far less of its register tiles; it needs col materialised.
+      T* col = t_scratch.get<T>(0, p.C * p.KH * p.KW * L);
+      for (i64 i = 0; i < cnt; ++i) im2col_rows(p, x + (n0 + i) * xs, 0, p.OH, col + i * OHW, L);
+      for (i64 g = 0; g < p.G; ++g)
+        gemm<T>(kern, OCg, L, K, w + g * OCg * K, K, 1, col + g * K * L, L, 1, T(0),
+                out + g * OCg * L, L);
+    } else {
+      for (i64 g = 0; g < p.G; ++g) {  // B packed straight from the chunk's images
+        const Im2colB<T> src{&p, x + n0 * xs + g * p.Cg() * p.H * p.W, xs};
+        gemm_packed_b<T>(kern, OCg, L, K, w + g * OCg * K, K, 1,
+                         BPacker<T>{&im2col_pack_b<T>, &src}, T(0), out + g * OCg * L, L);
+      }
     }
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (i64 r = 0; r < cnt * p.OC; ++r) {
@@ -511,30 +524,10 @@ struct ColOffsetsB {  // B[j][col] = base[coff[col] + j]: each column contiguous
   static void pack(const void* ctx, i64 p0, i64 kc, i64 j0, i64 nc, int NR, T* dst) {
     const ColOffsetsB& s = *static_cast<const ColOffsetsB*>(ctx);
     const T* src[64];
-    const auto simd = active_gemm_kernel<T>().pack_streams;  // SIMD transposes, if any
-    // A partial last panel streams zeros for its missing columns, so it
-    // takes the SIMD packer too (kc never exceeds a kernel's KC of 256).
-    static const T zeros[1024] = {};
     for (i64 jp = 0; jp < nc; jp += NR, dst += kc * NR) {
       const i64 nr = std::min<i64>(NR, nc - jp);
       for (i64 t = 0; t < nr; ++t) src[t] = s.base + s.coff[j0 + jp + t] + p0;
-      if (simd && nr < NR && NR % 8 == 0 && kc <= 1024) {
-        for (i64 t = nr; t < NR; ++t) src[t] = zeros;
-        simd(src, kc, NR, dst);
-      } else if (simd && nr == NR && NR % 8 == 0) {
-        simd(src, kc, NR, dst);
-      } else if (nr == 16 && NR == 16) {
-        for (i64 q = 0; q < kc; ++q)
-          for (int t = 0; t < 16; ++t) dst[q * 16 + t] = src[t][q];
-      } else if (nr == 8 && NR == 8) {
-        for (i64 q = 0; q < kc; ++q)
-          for (int t = 0; t < 8; ++t) dst[q * 8 + t] = src[t][q];
-      } else {
-        for (i64 q = 0; q < kc; ++q) {
-          for (i64 t = 0; t < nr; ++t) dst[q * NR + t] = src[t][q];
-          for (i64 t = nr; t < NR; ++t) dst[q * NR + t] = T(0);
-        }
-      }
+      pack_stream_panel(src, nr, kc, NR, dst);
     }
   }
 };
