@@ -641,3 +641,61 @@ def test_nonfinite_input_backward_weight_no_leak(padding, batch):
         np.testing.assert_array_equal(np.isinf(got), np.isinf(ref))
         fin = np.isfinite(ref)
         assert_close(got[fin], ref[fin], dtype, "backward_weight")
+
+
+# --------------------------------------------------------------------------
+# strided convolution over phase planes
+# --------------------------------------------------------------------------
+# Stride > 1 with every phase read by some tap and a reduction of >= 32 runs
+# as a stride-1 convolution over the SH x SW phase planes of the padded image
+# (forward and backward-weight). These shapes take that path: odd sizes,
+# asymmetric stride / padding, dilation, groups, one and several images.
+PHASE_CASES = [
+    ConvCase("ph-stem-k7s2", 1, 3, 29, 31, 8, 7, 7, stride=2, padding=3),
+    ConvCase("ph-k3s2", 2, 8, 15, 14, 6, 3, 3, stride=2, padding=1),
+    ConvCase("ph-k5s3", 1, 4, 23, 20, 5, 5, 5, stride=3, padding=2),
+    ConvCase("ph-k3s2-d3", 2, 6, 19, 17, 4, 3, 3, stride=2, padding=3, dilation=3),
+    ConvCase("ph-k3x4-s2x1-g2", 2, 8, 13, 16, 6, 3, 4, stride=(2, 1), padding=(1, 2), groups=2),
+    ConvCase("ph-k4s2-valid", 3, 5, 16, 16, 7, 4, 4, stride=2),
+    ConvCase("ph-k3s2-n1-c64", 1, 64, 12, 12, 16, 3, 3, stride=2, padding=1),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", PHASE_CASES, ids=lambda c: c.id)
+def test_phase_plane_strided(case, dtype, isa, restore_threads):
+    x, w, b, dy = (a.astype(dtype) for a in case.arrays())
+    y_ref = conv2d_ref(x, w, b, **case.kwargs)
+    dx_ref, dw_ref, db_ref = conv2d_backward_ref(dy, x, w, **case.kwargs)
+    outs = {}
+    for nt in (1, 2):
+        pyconv.set_num_threads(nt)
+        y = pyconv.conv2d(x, w, b, **case.kwargs)
+        dx, dw, db = pyconv.conv2d_backward(dy, x, w, **case.kwargs)
+        for name, got, ref in (("y", y, y_ref), ("dx", dx, dx_ref), ("dw", dw, dw_ref),
+                               ("db", db, db_ref)):
+            assert_close(got, ref, dtype, f"{name} {case.id}")
+        outs[nt] = (y, dx, dw, db)
+    for a, b2 in zip(outs[1], outs[2]):
+        assert a.tobytes() == b2.tobytes(), "results differ between 1 and 2 threads"
+
+
+@pytest.mark.parametrize("stride", [2, 3])
+def test_nonfinite_input_strided_backward_weight_no_leak(stride):
+    """As above for the phase planes: the columns that are not outputs read
+    x values multiplied by dy = 0, so a non-finite x must take the fallback."""
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((2, 8, 21, 21))
+    w = rng.standard_normal((4, 8, 5, 5))
+    x[0, 3, 6, 20] = np.inf
+    x[1, 2, 0, 1] = np.nan
+    oh = (21 + 2 * 2 - 5) // stride + 1
+    dy = rng.standard_normal((2, 4, oh, oh))
+    ref = conv2d_backward_ref(dy, x, w, stride=stride, padding=2)[1]
+    for dtype in DTYPES:
+        got = pyconv.conv2d_weight(x.astype(dtype), w.shape, dy.astype(dtype), stride=stride,
+                                   padding=2)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(ref))
+        fin = np.isfinite(ref)
+        assert_close(got[fin], ref[fin], dtype, "backward_weight")

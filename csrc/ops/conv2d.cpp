@@ -137,23 +137,51 @@ void for_each_image(const Conv2dParams& p, double flops_per_image, i64 scratch_e
   capture.rethrow();
 }
 
-// ---- stride-1 convolution over the shifted rows of a padded image --------
-// With the image padded to Hp x Wp (Hp = OH + DH*(KH-1), Wp = OW + DW*(KW-1)),
-// the im2col row of tap (c, ky, kx) is the padded plane shifted by
-// c*Hp*Wp + ky*DH*Wp + kx*DW, read over "wide" columns j = oy*Wp + ox. The
-// GEMM reads those rows in place (no packing); the Wp - OW columns per row
-// that wrap around are computed and dropped when the result is compacted.
+// ---- convolution over the shifted rows of padded (phase) planes -----------
+// Stride 1: with the image padded to Hp x Wp (Hp = OH + DH*(KH-1), Wp = OW +
+// DW*(KW-1)), the im2col row of tap (c, ky, kx) is the padded plane shifted
+// by c*Hp*Wp + ky*DH*Wp + kx*DW, read over "wide" columns j = oy*Wp + ox.
+// The GEMM reads those rows in place (no packing); the Wp - OW columns per
+// row that wrap around are computed and dropped when the result is compacted.
+// Stride S > 1: the padded image is split into SH x SW phase planes, phase
+// (a, b) holding padded rows a, a + SH, ... and columns b, b + SW, ...; tap
+// (ky, kx) then reads phase ((ky*DH) % SH, (kx*DW) % SW) shifted by
+// ((ky*DH) / SH, (kx*DW) / SW), a plain stride-1 tap again (7x7 stride-2
+// stem: 4 phases of 115 x 115 for a 112 x 112 output).
 struct WideGeom {
-  i64 Hp, Wp, n, plane;  // n: wide columns (OH-1)*Wp + OW
+  i64 SH, SW;            // phases per axis (the strides)
+  i64 Hp, Wp, n, plane;  // one phase plane; n: wide columns (OH-1)*Wp + OW
+  i64 phases() const { return SH * SW; }
 };
 
 inline WideGeom wide_geom(const Conv2dParams& p) {
   WideGeom g;
-  g.Hp = p.OH + p.DH * (p.KH - 1);
-  g.Wp = p.OW + p.DW * (p.KW - 1);
+  g.SH = p.SH;
+  g.SW = p.SW;
+  g.Hp = p.OH + p.DH * (p.KH - 1) / p.SH;
+  g.Wp = p.OW + p.DW * (p.KW - 1) / p.SW;
   g.n = (p.OH - 1) * g.Wp + p.OW;
   g.plane = g.Hp * g.Wp;
   return g;
+}
+
+// Where tap (ky, kx) starts within a channel's phase planes (phase_stride
+// apart): its phase plane plus its shift.
+inline i64 tap_offset(const Conv2dParams& p, const WideGeom& g, i64 ky, i64 kx, i64 phase_stride) {
+  const i64 ry = ky * p.DH, rx = kx * p.DW;
+  return ((ry % g.SH) * g.SW + rx % g.SW) * phase_stride + (ry / g.SH) * g.Wp + rx / g.SW;
+}
+
+// Every phase plane is read by some tap (else the split copies planes that
+// nothing uses: a 1x1 stride-2 conv reads a quarter of the image).
+inline bool phases_all_used(const Conv2dParams& p) {
+  auto covers = [](i64 K, i64 D, i64 S) {
+    if (K < S) return false;
+    std::vector<bool> seen(S, false);
+    for (i64 k = 0; k < K; ++k) seen[(k * D) % S] = true;
+    return std::all_of(seen.begin(), seen.end(), [](bool b) { return b; });
+  };
+  return p.SH <= 8 && p.SW <= 8 && covers(p.KH, p.DH, p.SH) && covers(p.KW, p.DW, p.SW);
 }
 
 // Worth it when most wide columns are real outputs, and the reduction is
@@ -171,8 +199,8 @@ inline bool wide_fits(const Conv2dParams& p) {
 }
 
 inline bool use_wide(const Conv2dParams& p) {
-  return wide_fits(p) && p.SH == 1 && p.SW == 1 && !p.is_pointwise() && p.K() >= 32 &&
-         2 * p.OW >= p.OW + p.DW * (p.KW - 1);
+  return wide_fits(p) && !p.is_pointwise() && phases_all_used(p) && p.K() >= 32 &&
+         2 * p.OW >= wide_geom(p).Wp;
 }
 
 // y[oy][ox] = wide[oy*Wp + ox] + bias for one output plane.
@@ -187,36 +215,59 @@ void compact_plane(const T* __restrict wide, i64 Wp, i64 OH, i64 OW, T bias, T* 
 
 constexpr i64 kWideSlack = 64;  // the kernels over-read up to one tile past n
 
-// pad[C][Hp][Wp] from x[C][H][W]; padding may be negative (crop).
+// The first j >= 0 with j * S + off >= lo_bound, clamped to [0, n].
+inline i64 first_at_least(i64 lo_bound, i64 off, i64 S, i64 n) {
+  const i64 d = lo_bound - off;
+  return std::min(n, d <= 0 ? i64(0) : (d + S - 1) / S);
+}
+
+// The phase planes of x[C][H][W]: plane (c, a, b) at pad + c * chan_stride +
+// (a * SW + b) * phase_stride holds padded rows a + i*SH, columns b + j*SW.
+// Padding may be negative (crop; stride 1 only, from backward-data).
+// nthreads as for im2col (1: serial, inside an outer parallel loop).
 template <typename T>
-void pad_image(const Conv2dParams& p, const WideGeom& g, const T* x, T* pad) {
-  for (i64 c = 0; c < p.C; ++c)
-    for (i64 py = 0; py < g.Hp; ++py) {
-      T* d = pad + c * g.plane + py * g.Wp;
-      const i64 iy = py - p.PT;
+void pad_image(const Conv2dParams& p, const WideGeom& g, const T* x, T* pad, i64 chan_stride,
+               i64 phase_stride, int nthreads = 1) {
+  const i64 planes = p.C * g.phases();
+  const int nt = nthreads == 1 ? 1 : threads_for(double(planes) * g.plane * sizeof(T), 1.0e6);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (i64 q = 0; q < planes; ++q) {
+    const i64 c = q / g.phases(), a = q % g.phases() / g.SW, b = q % g.SW;
+    T* plane = pad + c * chan_stride + (a * g.SW + b) * phase_stride;
+    // ix = j*SW + b - PL lies in [0, W) for j in [lo, hi)
+    const i64 lo = first_at_least(0, b - p.PL, g.SW, g.Wp);
+    const i64 hi = std::max(lo, first_at_least(p.W, b - p.PL, g.SW, g.Wp));
+    for (i64 i = 0; i < g.Hp; ++i) {
+      T* d = plane + i * g.Wp;
+      const i64 iy = i * g.SH + a - p.PT;
       if (iy < 0 || iy >= p.H) {
         std::fill(d, d + g.Wp, T(0));
         continue;
       }
-      const T* s = x + (c * p.H + iy) * p.W;
-      const i64 lo = std::min(g.Wp, std::max<i64>(0, p.PL));           // first px with ix >= 0
-      const i64 hi = std::max(lo, std::min(g.Wp, p.W + p.PL));         // px with ix < W
+      const T* s = x + (c * p.H + iy) * p.W + b - p.PL;  // s[j * SW] = x[iy][ix]
       std::fill(d, d + lo, T(0));
-      std::copy(s + (lo - p.PL), s + (hi - p.PL), d + lo);
+      if (g.SW == 1)
+        std::copy(s + lo, s + hi, d + lo);
+      else
+        for (i64 j = lo; j < hi; ++j) d[j] = s[j * g.SW];
       std::fill(d + hi, d + g.Wp, T(0));
     }
+  }
 }
 
 template <typename T>
 void forward_image_wide(const Conv2dParams& p, const WideGeom& g, const i64* boff, const T* xn,
                         const T* w, const T* b, T* yn, T* pad, T* wide, int gemm_threads) {
   const i64 K = p.K(), OCg = p.OCg(), Cg = p.Cg(), ldw = p.OH * g.Wp;
+  const i64 cs = g.phases() * g.plane;  // elements per channel
   const GemmKernel<T>& kern = active_gemm_kernel<T>();
-  pad_image(p, g, xn, pad);
-  std::fill(pad + p.C * g.plane, pad + p.C * g.plane + kWideSlack, T(0));
+  pad_image(p, g, xn, pad, cs, g.plane, gemm_threads);
+  std::fill(pad + p.C * cs, pad + p.C * cs + kWideSlack, T(0));
+  const int nt = gemm_threads == 1 ? 1 : threads_for(double(OCg) * ldw * 2 * sizeof(T), 1.0e6);
   for (i64 gi = 0; gi < p.G; ++gi) {
-    gemm_rows<T>(kern, OCg, g.n, K, w + gi * OCg * K, K, 1, pad + gi * Cg * g.plane, boff, T(0),
+    gemm_rows<T>(kern, OCg, g.n, K, w + gi * OCg * K, K, 1, pad + gi * Cg * cs, boff, T(0),
                  wide, ldw, gemm_threads);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (i64 o = 0; o < OCg; ++o) {
       const i64 oc = gi * OCg + o;
       compact_plane(wide + o * ldw, g.Wp, p.OH, p.OW, b ? b[oc] : T(0), yn + oc * p.OHW());
@@ -311,11 +362,12 @@ void forward_all(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y
   const i64 xs = p.C * p.H * p.W, ys = p.OC * p.OHW();
   if (use_wide(p)) {
     const WideGeom g = wide_geom(p);
+    const i64 cs = g.phases() * g.plane;
     std::vector<i64> boff(p.K());
     for (i64 c = 0, q = 0; c < p.Cg(); ++c)
       for (i64 ky = 0; ky < p.KH; ++ky)
-        for (i64 kx = 0; kx < p.KW; ++kx) boff[q++] = c * g.plane + ky * p.DH * g.Wp + kx * p.DW;
-    const i64 pad_elems = p.C * g.plane + kWideSlack;
+        for (i64 kx = 0; kx < p.KW; ++kx) boff[q++] = c * cs + tap_offset(p, g, ky, kx, g.plane);
+    const i64 pad_elems = p.C * cs + kWideSlack;
     const i64 pad_alloc = (pad_elems + 15) & ~i64(15);
     const i64 wide_elems = p.OCg() * p.OH * g.Wp;
     for_each_image<T>(p, flops, pad_alloc + wide_elems, [&](i64 n, T* buf, int gt, int) {
@@ -534,7 +586,7 @@ struct ColOffsetsB {  // B[j][col] = base[coff[col] + j]: each column contiguous
 
 // Wide geometry for backward-weight: padded planes of the forward input.
 inline bool use_wide_weight(const Conv2dParams& p) {
-  if (p.SH != 1 || p.SW != 1 || p.is_pointwise() || !wide_fits(p)) return false;
+  if (p.is_pointwise() || !wide_fits(p) || !phases_all_used(p)) return false;
   const WideGeom g = wide_geom(p);
   return 4 * p.OHW() >= 3 * g.plane;  // at least 75% of wide columns are outputs
 }
@@ -554,7 +606,8 @@ WeightChunks weight_chunks(const Conv2dParams& p, bool split, bool finite) {
   ch.wide = finite && use_wide_weight(p);
   const i64 Ktot = p.C * p.KH * p.KW;
   if (ch.wide) {
-    const i64 per_image = (p.C + p.OC) * wide_geom(p).plane;
+    const WideGeom g = wide_geom(p);
+    const i64 per_image = (p.C * g.phases() + p.OC) * g.plane;
     const i64 cap = split ? 8192 * (p.C + p.OC) : kColCap;
     ch.total = p.N;
     ch.per_chunk = std::max<i64>(1, std::min<i64>(p.N, cap / std::max<i64>(per_image, 1)));
@@ -578,7 +631,7 @@ i64 chunk_elems(const Conv2dParams& p, const WeightChunks& ch) {
   if (ch.wide) {
     const WideGeom g = wide_geom(p);
     const i64 L = ch.per_chunk * g.plane;
-    return (p.C * L + g.plane + kWideSlack + 15) / 16 * 16 + p.OC * L;
+    return (p.C * g.phases() * L + g.plane + kWideSlack + 15) / 16 * 16 + p.OC * L;
   }
   const i64 L = ch.per_chunk * p.OW;
   return (p.C * p.KH * p.KW * L + 15) / 16 * 16 + p.OC * L;
@@ -593,16 +646,15 @@ void weight_chunk(const Conv2dParams& p, const WeightChunks& ch, i64 c, const T*
   const i64 u0 = c * ch.per_chunk, u1 = std::min(ch.total, u0 + ch.per_chunk);
   if (ch.wide) {
     const WideGeom g = wide_geom(p);
-    const i64 nb = u1 - u0, L = nb * g.plane;
+    const i64 nb = u1 - u0, L = nb * g.plane, cs = g.phases() * L;
     T* P = buf;
-    T* dyw = buf + (p.C * ch.per_chunk * g.plane + g.plane + kWideSlack + 15) / 16 * 16;
-    // P[c][i] = padded plane c of image u0+i; dyw[oc][i] = dy spread to wide columns.
-    Conv2dParams one = p;
-    one.C = 1;
+    T* dyw = buf + (p.C * g.phases() * ch.per_chunk * g.plane + g.plane + kWideSlack + 15) / 16 * 16;
+    // P[c][phase][i] = phase plane of image u0+i; dyw[oc][i] = dy spread to
+    // wide columns (zeros at the columns that are not outputs).
+    const int nt = nthreads == 1 ? 1 : threads_for(double(p.OC) * g.plane * sizeof(T), 1.0e6);
     for (i64 i = 0; i < nb; ++i) {
-      const T* xn = x + (u0 + i) * p.C * p.H * p.W;
-      for (i64 cc = 0; cc < p.C; ++cc)
-        pad_image(one, g, xn + cc * p.H * p.W, P + cc * L + i * g.plane);
+      pad_image(p, g, x + (u0 + i) * p.C * p.H * p.W, P + i * g.plane, cs, L, nthreads);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
       for (i64 oc = 0; oc < p.OC; ++oc) {
         T* d = dyw + oc * L + i * g.plane;
         const T* s = dy + ((u0 + i) * p.OC + oc) * OHW;
@@ -610,13 +662,13 @@ void weight_chunk(const Conv2dParams& p, const WeightChunks& ch, i64 c, const T*
         for (i64 oy = 0; oy < p.OH; ++oy) std::copy(s + oy * p.OW, s + (oy + 1) * p.OW, d + oy * g.Wp);
       }
     }
-    std::fill(P + p.C * L, P + p.C * L + g.plane + kWideSlack, T(0));
+    std::fill(P + p.C * cs, P + p.C * cs + g.plane + kWideSlack, T(0));
     std::vector<i64> coff(K);
     for (i64 cc = 0, q = 0; cc < Cg; ++cc)
       for (i64 ky = 0; ky < p.KH; ++ky)
-        for (i64 kx = 0; kx < p.KW; ++kx) coff[q++] = cc * L + ky * p.DH * g.Wp + kx * p.DW;
+        for (i64 kx = 0; kx < p.KW; ++kx) coff[q++] = cc * cs + tap_offset(p, g, ky, kx, L);
     for (i64 gi = 0; gi < p.G; ++gi) {
-      const ColOffsetsB<T> src{P + gi * Cg * L, coff.data()};
+      const ColOffsetsB<T> src{P + gi * Cg * cs, coff.data()};
       gemm_packed_b<T>(kern, OCg, K, L, dyw + gi * OCg * L, L, 1,
                        BPacker<T>{&ColOffsetsB<T>::pack, &src}, beta, out + gi * OCg * K, K, nthreads);
     }
