@@ -138,26 +138,32 @@ void cross_entropy_backward(const T* x, i64 N, i64 C, const std::int64_t* t, con
       }
       continue;
     }
-    const RowLse<T> r = row_lse(xr, C, vm);
-    bool have_p = false;  // dr holds the softmax already
+    // dr = softmax(x) * inv: either exp(x - m) with inv = 1 / sum (one SIMD
+    // exp pass, the scale folded into the loops below), or the softmax itself.
+    T inv = T(1);
+    bool have_p = false;
     if constexpr (std::is_same_v<T, float>) {
-      if (vm && !std::isnan(r.m)) {  // softmax = exp(x - m) / sum, SIMD
-        const float inv = 1.f / vm->exp_shift_sum(xr, r.m, dr, C);
-        for (i64 c = 0; c < C; ++c) dr[c] *= inv;
-        have_p = true;
+      if (vm) {
+        const float m = vm->max(xr, C);
+        if (!std::isnan(m) && !std::isinf(m)) {  // else row_lse's NaN row below
+          inv = 1.f / vm->exp_shift_sum(xr, m, dr, C);
+          have_p = true;
+        }
       }
     }
-    if (!have_p)
+    if (!have_p) {
+      const RowLse<T> r = row_lse(xr, C, vm);
       for (i64 c = 0; c < C; ++c) dr[c] = std::exp(r.logp(xr[c]));
+    }
     if (t) {  // softmax - ((1-eps) onehot + eps/C)
-      for (i64 c = 0; c < C; ++c) dr[c] = gn * (dr[c] - eps / T(C));
+      for (i64 c = 0; c < C; ++c) dr[c] = gn * (dr[c] * inv - eps / T(C));
       dr[t[n]] -= gn * (T(1) - eps);
     } else {  // softmax * sum(q') - q'
       const T* qr = q + n * C;
       T qs = 0;
       for (i64 c = 0; c < C; ++c) qs += (T(1) - eps) * qr[c] + eps / T(C);
       for (i64 c = 0; c < C; ++c)
-        dr[c] = gn * (dr[c] * qs - ((T(1) - eps) * qr[c] + eps / T(C)));
+        dr[c] = gn * ((dr[c] * inv) * qs - ((T(1) - eps) * qr[c] + eps / T(C)));
     }
   }
 }
