@@ -50,11 +50,33 @@ inline V exp8(V x) {
   return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
 }
 
+// exp(x) for x <= 0 (sigmoid's -|x|, the normal density and erfc; right for
+// any x < 88), NaN mapped to 0 (callers restore NaN with keep_nan). With no
+// overflow side, 2^n is one normal scale (n >= -126 above the clamp) and the
+// inf / NaN blends go. Same polynomial as exp8.
+inline V exp_nonpos8(V x) {
+  const V lo = set1(-87.3f);
+  const V xc = _mm256_max_ps(x, lo);  // NaN -> lo
+  const V fn = _mm256_round_ps(_mm256_mul_ps(xc, set1(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  V r = _mm256_fnmadd_ps(fn, set1(0.693359375f), xc);
+  r = _mm256_fnmadd_ps(fn, set1(-2.12194440e-4f), r);
+  const V r2 = _mm256_mul_ps(r, r), r4 = _mm256_mul_ps(r2, r2);
+  const V q0 = _mm256_fmadd_ps(set1(1.6666665459E-1f), r, set1(5.0000001201E-1f));
+  const V q1 = _mm256_fmadd_ps(set1(8.3334519073E-3f), r, set1(4.1665795894E-2f));
+  const V q2 = _mm256_fmadd_ps(set1(1.9875691500E-4f), r, set1(1.3981999507E-3f));
+  const V p = _mm256_fmadd_ps(q2, r4, _mm256_fmadd_ps(q1, r2, q0));
+  const V er = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, set1(1.0f)));
+  const __m256i n = _mm256_cvtps_epi32(fn);
+  const V s = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23));
+  return _mm256_andnot_ps(_mm256_cmp_ps(x, lo, _CMP_NGE_UQ), _mm256_mul_ps(er, s));
+}
+
 inline V absv(V x) { return _mm256_andnot_ps(set1(-0.0f), x); }
 inline V keep_nan(V y, V x) { return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q)); }
 
 inline V sigmoid8(V x) {
-  const V e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), absv(x)));
+  const V e = exp_nonpos8(_mm256_sub_ps(_mm256_setzero_ps(), absv(x)));
   const V s = _mm256_div_ps(set1(1.0f), _mm256_add_ps(set1(1.0f), e));
   const V neg = _mm256_mul_ps(e, s);
   return keep_nan(_mm256_blendv_ps(neg, s, _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ)), x);
@@ -88,7 +110,7 @@ inline V normal_cdf8(V x) {
   const V q89 = _mm256_fmadd_ps(set1(0.17087277f), t, set1(-0.82215223f));
   const V r03 = _mm256_fmadd_ps(q23, t2, q01), r47 = _mm256_fmadd_ps(q67, t2, q45);
   const V p = _mm256_fmadd_ps(q89, t8, _mm256_fmadd_ps(r47, t4, r03));
-  const V erfc = _mm256_mul_ps(t, exp8(_mm256_fnmadd_ps(z, z, p)));
+  const V erfc = _mm256_mul_ps(t, exp_nonpos8(_mm256_fnmadd_ps(z, z, p)));
   const V half_erfc = _mm256_mul_ps(set1(0.5f), erfc);
   const V pos = _mm256_sub_ps(set1(1.0f), half_erfc);
   return keep_nan(_mm256_blendv_ps(half_erfc, pos, _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ)), x);
@@ -101,7 +123,7 @@ inline V gelu8(V x) { return _mm256_mul_ps(x, normal_cdf8(x)); }
 
 inline V gelu_backward8(V g, V x) {
   const V cdf = normal_cdf8(x);
-  const V pdf = _mm256_mul_ps(set1(kInvSqrt2Pi), exp8(_mm256_mul_ps(set1(-0.5f), _mm256_mul_ps(x, x))));
+  const V pdf = _mm256_mul_ps(set1(kInvSqrt2Pi), exp_nonpos8(_mm256_mul_ps(set1(-0.5f), _mm256_mul_ps(x, x))));
   return _mm256_mul_ps(g, _mm256_fmadd_ps(x, pdf, cdf));
 }
 
