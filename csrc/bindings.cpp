@@ -228,17 +228,24 @@ void require_size(const py::array& a, i64 n, const char* name) {
                           std::to_string(a.size()));
 }
 
-const std::int64_t* index_array(const py::array& a, const char* name, i64 n, i64 limit) {
-  if (!a.dtype().is(py::dtype::of<std::int64_t>()))
-    throw py::type_error(std::string(name) + ": expected an int64 array");
-  require_c_contig(a, name);
-  require_size(a, n, name);
-  const std::int64_t* p = static_cast<const std::int64_t*>(a.data());
+// Throws the ValueError for the first of p[0..n) outside [0, limit), if any.
+void check_indices(const std::int64_t* p, i64 n, i64 limit, const char* name) {
   for (i64 i = 0; i < n; ++i)
     if (p[i] < 0 || p[i] >= limit)
       throw py::value_error(std::string(name) + ": value " + std::to_string(p[i]) +
                             " at position " + std::to_string(i) + " is outside [0, " +
                             std::to_string(limit) + ")");
+}
+
+// An int64, C-contiguous array of n indices; with check, each in [0, limit).
+const std::int64_t* index_array(const py::array& a, const char* name, i64 n, i64 limit,
+                                bool check = true) {
+  if (!a.dtype().is(py::dtype::of<std::int64_t>()))
+    throw py::type_error(std::string(name) + ": expected an int64 array");
+  require_c_contig(a, name);
+  require_size(a, n, name);
+  const std::int64_t* p = static_cast<const std::int64_t*>(a.data());
+  if (check) check_indices(p, n, limit, name);
   return p;
 }
 
@@ -296,12 +303,19 @@ void py_max_pool2d_backward(const py::array& dy, const py::array& idx, py::array
     throw py::value_error("max_pool2d_backward: grad_output must have the batch and channels of grad_input");
   Pool2dParams p{dx.shape(0), dx.shape(1), dx.shape(2), dx.shape(3), 1, 1, 1, 1, 0, 0, 1, 1,
                  dy.shape(2), dy.shape(3)};
-  const std::int64_t* ip = index_array(idx, "indices", dy.size(), p.H * p.W);
-  py::gil_scoped_release nogil;
-  with_dtype(d, [&](auto t) {
-    using T = decltype(t);
-    max_pool2d_backward<T>(p, ptr<T>(dy), ip, mut_ptr<T>(dx));
-  });
+  // The kernel bounds-checks every index as it scatters (no separate pass
+  // with the GIL held); on a bad one it reports false and the scan below
+  // names the first offender.
+  const std::int64_t* ip = index_array(idx, "indices", dy.size(), p.H * p.W, false);
+  bool ok = true;
+  {
+    py::gil_scoped_release nogil;
+    with_dtype(d, [&](auto t) {
+      using T = decltype(t);
+      ok = max_pool2d_backward<T>(p, ptr<T>(dy), ip, mut_ptr<T>(dx));
+    });
+  }
+  if (!ok) check_indices(ip, dy.size(), p.H * p.W, "indices");
 }
 
 void py_avg_pool2d(bool backward, const py::array& in, py::array& out, i64 kh, i64 kw, i64 sh,
