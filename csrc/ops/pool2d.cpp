@@ -352,7 +352,7 @@ void adaptive_avg_pool2d_forward(const Pool2dParams& p, const T* x, T* y) {
     T s = 0;
     if (w0 == 0 && w1 == p.W) {  // whole rows: one contiguous run
       if constexpr (std::is_same_v<T, float>)
-        if (vm) {  // (16 float lanes in two vectors: a different fixed order)
+        if (vm) {  // (32 float lanes in four vectors: a different fixed order)
           s = vm->sum(xp + h0 * p.W, (h1 - h0) * p.W);
           y[o] = s / T((h1 - h0) * (w1 - w0));
           return;
@@ -368,10 +368,17 @@ void adaptive_avg_pool2d_forward(const Pool2dParams& p, const T* x, T* y) {
 template <typename T>
 void adaptive_avg_pool2d_backward(const Pool2dParams& p, const T* dy, T* dx) {
   const i64 HW = p.H * p.W;
+  // Sizes that divide evenly tile the plane with disjoint bins (global
+  // pooling among them): each dx element is written once, no zero fill.
+  const bool disjoint = p.H % p.OH == 0 && p.W % p.OW == 0;
   adaptive_bins(p, [&](i64 pl, i64 o, i64 h0, i64 h1, i64 w0, i64 w1) {
     T* dxp = dx + pl * HW;
-    if (o == pl * p.OH * p.OW) std::fill(dxp, dxp + HW, T(0));  // first bin of the plane
     const T v = dy[o] / T((h1 - h0) * (w1 - w0));
+    if (disjoint) {
+      for (i64 ih = h0; ih < h1; ++ih) std::fill(dxp + ih * p.W + w0, dxp + ih * p.W + w1, v);
+      return;
+    }
+    if (o == pl * p.OH * p.OW) std::fill(dxp, dxp + HW, T(0));  // first bin of the plane
     for (i64 ih = h0; ih < h1; ++ih)
       for (i64 iw = w0; iw < w1; ++iw) dxp[ih * p.W + iw] += v;
   });
