@@ -224,12 +224,14 @@ inline i64 first_at_least(i64 lo_bound, i64 off, i64 S, i64 n) {
 // The phase planes of x[C][H][W]: plane (c, a, b) at pad + c * chan_stride +
 // (a * SW + b) * phase_stride holds padded rows a + i*SH, columns b + j*SW.
 // Padding may be negative (crop; stride 1 only, from backward-data).
-// nthreads as for im2col (1: serial, inside an outer parallel loop).
+// nthreads as for im2col (1: serial, inside an outer parallel loop). With
+// rows >= 0, only phase-plane rows [row0, row0 + rows) are written (a band).
 template <typename T>
 void pad_image(const Conv2dParams& p, const WideGeom& g, const T* x, T* pad, i64 chan_stride,
-               i64 phase_stride, int nthreads = 1) {
+               i64 phase_stride, int nthreads = 1, i64 row0 = 0, i64 rows = -1) {
+  if (rows < 0) rows = g.Hp;
   const i64 planes = p.C * g.phases();
-  const int nt = nthreads == 1 ? 1 : threads_for(double(planes) * g.plane * sizeof(T), 1.0e6);
+  const int nt = nthreads == 1 ? 1 : threads_for(double(planes) * rows * g.Wp * sizeof(T), 1.0e6);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
   for (i64 q = 0; q < planes; ++q) {
     const i64 c = q / g.phases(), a = q % g.phases() / g.SW, b = q % g.SW;
@@ -237,9 +239,9 @@ void pad_image(const Conv2dParams& p, const WideGeom& g, const T* x, T* pad, i64
     // ix = j*SW + b - PL lies in [0, W) for j in [lo, hi)
     const i64 lo = first_at_least(0, b - p.PL, g.SW, g.Wp);
     const i64 hi = std::max(lo, first_at_least(p.W, b - p.PL, g.SW, g.Wp));
-    for (i64 i = 0; i < g.Hp; ++i) {
+    for (i64 i = 0; i < rows; ++i) {
       T* d = plane + i * g.Wp;
-      const i64 iy = i * g.SH + a - p.PT;
+      const i64 iy = (row0 + i) * g.SH + a - p.PT;
       if (iy < 0 || iy >= p.H) {
         std::fill(d, d + g.Wp, T(0));
         continue;
@@ -561,10 +563,15 @@ namespace {
 //    out as P[C][nb][Hp][Wp] so tap (c, ky, kx) is one contiguous run of
 //    L = nb*Hp*Wp values at c*L + ky*DH*Wp + kx*DW, and dy is spread into the
 //    same wide layout with zeros at the positions that are not outputs.
+// A wide chunk with few images in the batch is a band of output rows of one
+// image instead (bands > 1): one image would be a single chunk, so split mode
+// would have nothing to run in parallel, and the GEMM's own threads would
+// each pack the long A or B again.
 struct WeightChunks {
   bool wide;
-  i64 per_chunk;  // rows (rows kind) or images (wide kind) per chunk
-  i64 total;      // rows or images in all
+  i64 per_chunk;  // rows (rows kind) or images (wide kind) per chunk; 1 with bands
+  i64 total;      // rows, images, or image bands in all
+  i64 bands = 1, band_rows = 0;  // wide kind: bands per image and their rows
   i64 count() const { return (total + per_chunk - 1) / per_chunk; }
 };
 
@@ -621,17 +628,32 @@ WeightChunks weight_chunks(const Conv2dParams& p, bool split, bool finite) {
   // third of the time). Depends on the shape only, as the fold order must.
   if (split) {
     constexpr i64 kMinChunks = 8;
+    if (ch.wide && p.N < kMinChunks && p.OH >= 2) {
+      const i64 want = std::min(p.OH, (kMinChunks + p.N - 1) / p.N);
+      ch.band_rows = (p.OH + want - 1) / want;
+      ch.bands = (p.OH + ch.band_rows - 1) / ch.band_rows;
+      ch.total = p.N * ch.bands;
+      ch.per_chunk = 1;
+    }
     ch.per_chunk = std::max<i64>(1, std::min(ch.per_chunk, (ch.total + kMinChunks - 1) / kMinChunks));
   }
   return ch;
+}
+
+// Wide kind: elements of a chunk's phase planes (the dy spread follows them
+// in the chunk's scratch, 16-aligned, after zero slack for the last runs).
+i64 chunk_planes_elems(const Conv2dParams& p, const WeightChunks& ch) {
+  const WideGeom g = wide_geom(p);
+  const i64 per_image = ch.bands > 1 ? (ch.band_rows + g.Hp - p.OH) * g.Wp : g.plane;
+  return (p.C * g.phases() * ch.per_chunk * per_image + g.plane + kWideSlack + 15) / 16 * 16;
 }
 
 // Scratch elements one chunk needs (B source + dy).
 i64 chunk_elems(const Conv2dParams& p, const WeightChunks& ch) {
   if (ch.wide) {
     const WideGeom g = wide_geom(p);
-    const i64 L = ch.per_chunk * g.plane;
-    return (p.C * g.phases() * L + g.plane + kWideSlack + 15) / 16 * 16 + p.OC * L;
+    const i64 L = ch.bands > 1 ? ch.band_rows * g.Wp : ch.per_chunk * g.plane;
+    return chunk_planes_elems(p, ch) + p.OC * L;
   }
   const i64 L = ch.per_chunk * p.OW;
   return (p.C * p.KH * p.KW * L + 15) / 16 * 16 + p.OC * L;
@@ -646,27 +668,41 @@ void weight_chunk(const Conv2dParams& p, const WeightChunks& ch, i64 c, const T*
   const i64 u0 = c * ch.per_chunk, u1 = std::min(ch.total, u0 + ch.per_chunk);
   if (ch.wide) {
     const WideGeom g = wide_geom(p);
-    const i64 nb = u1 - u0, L = nb * g.plane, cs = g.phases() * L;
+    // Images n0 .. n0+nb-1, output rows [oy0, oy1) of each. Per image: pl
+    // elements of each phase plane (Hb of its rows) and dw wide columns of
+    // dy; the GEMM reduces over L columns. A band reads only its own rows'
+    // columns (plus the rows below them that its taps reach).
+    i64 n0 = u0, nb = u1 - u0, oy0 = 0, oy1 = p.OH, Hb = g.Hp;
+    if (ch.bands > 1) {
+      n0 = c / ch.bands;
+      nb = 1;
+      oy0 = c % ch.bands * ch.band_rows;
+      oy1 = std::min(p.OH, oy0 + ch.band_rows);
+      Hb = oy1 - oy0 + g.Hp - p.OH;
+    }
+    const i64 pl = Hb * g.Wp, dw = ch.bands > 1 ? (oy1 - oy0) * g.Wp : pl, L = nb * dw;
+    const i64 ps = nb * pl, cs = g.phases() * ps;  // phase and channel strides
     T* P = buf;
-    T* dyw = buf + (p.C * g.phases() * ch.per_chunk * g.plane + g.plane + kWideSlack + 15) / 16 * 16;
-    // P[c][phase][i] = phase plane of image u0+i; dyw[oc][i] = dy spread to
-    // wide columns (zeros at the columns that are not outputs).
-    const int nt = nthreads == 1 ? 1 : threads_for(double(p.OC) * g.plane * sizeof(T), 1.0e6);
+    T* dyw = buf + chunk_planes_elems(p, ch);
+    // P[c][phase][i] = phase plane rows of image n0+i; dyw[oc][i] = dy spread
+    // to wide columns (zeros at the columns that are not outputs).
+    const int nt = nthreads == 1 ? 1 : threads_for(double(p.OC) * dw * sizeof(T), 1.0e6);
     for (i64 i = 0; i < nb; ++i) {
-      pad_image(p, g, x + (u0 + i) * p.C * p.H * p.W, P + i * g.plane, cs, L, nthreads);
+      pad_image(p, g, x + (n0 + i) * p.C * p.H * p.W, P + i * pl, cs, ps, nthreads, oy0, Hb);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
       for (i64 oc = 0; oc < p.OC; ++oc) {
-        T* d = dyw + oc * L + i * g.plane;
-        const T* s = dy + ((u0 + i) * p.OC + oc) * OHW;
-        std::fill(d, d + g.plane, T(0));
-        for (i64 oy = 0; oy < p.OH; ++oy) std::copy(s + oy * p.OW, s + (oy + 1) * p.OW, d + oy * g.Wp);
+        T* d = dyw + oc * L + i * dw;
+        const T* s = dy + ((n0 + i) * p.OC + oc) * OHW;
+        std::fill(d, d + dw, T(0));
+        for (i64 oy = oy0; oy < oy1; ++oy)
+          std::copy(s + oy * p.OW, s + (oy + 1) * p.OW, d + (oy - oy0) * g.Wp);
       }
     }
     std::fill(P + p.C * cs, P + p.C * cs + g.plane + kWideSlack, T(0));
     std::vector<i64> coff(K);
     for (i64 cc = 0, q = 0; cc < Cg; ++cc)
       for (i64 ky = 0; ky < p.KH; ++ky)
-        for (i64 kx = 0; kx < p.KW; ++kx) coff[q++] = cc * cs + tap_offset(p, g, ky, kx, L);
+        for (i64 kx = 0; kx < p.KW; ++kx) coff[q++] = cc * cs + tap_offset(p, g, ky, kx, ps);
     for (i64 gi = 0; gi < p.G; ++gi) {
       const ColOffsetsB<T> src{P + gi * Cg * cs, coff.data()};
       gemm_packed_b<T>(kern, OCg, K, L, dyw + gi * OCg * L, L, 1,
