@@ -111,7 +111,10 @@ void pack_a(int MR, i64 mc, i64 kc, const T* A, i64 rsa, i64 csa, T* dst,
       pack_a6(A + i0 * rsa, rsa, std::min<i64>(6, mc - i0), kc, dst);
     return;
   }
-  if (rsa == 1) return pack_runs(MR, kc, mc, A, csa, dst, true);  // columns contiguous
+  if (rsa == 1) {  // columns contiguous; prefetch when the block's rows span more than L2
+    const bool far = double(csa) * double(kc) * sizeof(T) > double(1 << 20);
+    return pack_runs(MR, kc, mc, A, csa, dst, far);
+  }
   for (i64 i0 = 0; i0 < mc; i0 += MR) {
     const i64 mr = std::min<i64>(MR, mc - i0);
     const T* src = A + i0 * rsa;
