@@ -429,15 +429,15 @@ bool winograd_isa() {
 
 #if defined(PYCONV_X86)
 bool winograd_forward_f32(const Conv2dParams& p, const float* x, const float* w, const float* b,
-                          float* y) {
+                          float* y, bool w_flipped) {
   if (!winograd_isa()) return false;
-  if (winograd_shape(p)) return winograd_forward_f32_avx2(p, x, w, b, y);
+  if (winograd_shape(p)) return winograd_forward_f32_avx2(p, x, w, b, y, w_flipped);
   const Conv2dParams s = winograd_phase_problem(p);
   const i64 D = p.DH;
   float* xs = static_cast<float*>(t_phase_a.reserve(checked_bytes(p.N * p.C, p.H * p.W, 4)));
   float* ys = static_cast<float*>(t_phase_b.reserve(checked_bytes(p.N * p.OC, p.OH * p.OW, 4)));
   phase_copy(true, p.N, p.C, p.H, p.W, D, x, xs);
-  if (!winograd_forward_f32_avx2(s, xs, w, b, ys)) return false;
+  if (!winograd_forward_f32_avx2(s, xs, w, b, ys, w_flipped)) return false;
   phase_copy(false, p.N, p.OC, p.OH, p.OW, D, ys, y);
   return true;
 }
@@ -455,7 +455,8 @@ bool winograd_backward_weight_f32(const Conv2dParams& p, const float* dy, const 
   return winograd_backward_weight_f32_avx2(s, dys, xs, dw);
 }
 #else
-bool winograd_forward_f32(const Conv2dParams&, const float*, const float*, const float*, float*) {
+bool winograd_forward_f32(const Conv2dParams&, const float*, const float*, const float*, float*,
+                          bool) {
   return false;
 }
 bool winograd_backward_weight_f32(const Conv2dParams&, const float*, const float*, float*) {
@@ -526,7 +527,7 @@ void conv2d_backward_data(const Conv2dParams& p, const T* dy, const T* w, T* dx)
   q.PL = p.DW * (p.KW - 1) - p.PL;
   if constexpr (std::is_same_v<T, float>)
     if (as_forward && g_winograd_enabled.load(std::memory_order_relaxed) && winograd_any(q) &&
-        winograd_forward_f32(q, dy, transposed_weights(p, w), nullptr, dx))
+        winograd_forward_f32(q, dy, w, nullptr, dx, /*w_flipped=*/true))
       return;
   if (use_batched(p)) return backward_data_batched(p, dy, w, dx);
   if (as_forward) {

@@ -65,8 +65,11 @@ inline bool winograd_any(const Conv2dParams& p) { return winograd_shape(p) || wi
 // Runs y = conv2d(x, w, b) (b nullable) for a winograd_any(p) and returns
 // true, or returns false without a result (y possibly partly written) when
 // the active ISA has no kernel for it or a value is out of range (above).
+// With w_flipped, w is the weight of the convolution whose backward-data p
+// is ([p.C][p.OC][3][3]), read as p's weight w'[o][c][t] = w[c][o][8 - t]
+// (the same values, so the same result, with no transposed copy).
 bool winograd_forward_f32(const Conv2dParams& p, const float* x, const float* w, const float* b,
-                          float* y);
+                          float* y, bool w_flipped = false);
 
 // dy, x -> dw for a winograd_any(p), by the adjoint transforms; false
 // (dw possibly partly written) under the same conditions.
@@ -75,7 +78,7 @@ bool winograd_backward_weight_f32(const Conv2dParams& p, const float* dy, const 
 
 #if defined(PYCONV_X86)
 bool winograd_forward_f32_avx2(const Conv2dParams& p, const float* x, const float* w,
-                               const float* b, float* y);
+                               const float* b, float* y, bool w_flipped);
 bool winograd_backward_weight_f32_avx2(const Conv2dParams& p, const float* dy, const float* x,
                                        float* dw);
 #endif

@@ -142,9 +142,13 @@ inline void filter_transform8(const V8* g, V8* u) {
 // channels [c0, c0 + 8) (all inside one k block), written straight into
 // their A panels: per xi, an 8 x 6 block [kk][MR]. Returns false if a
 // weight is out of range. MR == 6 only (the AVX2 kernel).
-bool pack_u8_mr6(const Conv2dParams& p, const Geometry& g, const float* w, i64 mp, i64 c0,
-                 float* upk) {
-  const __m256i idx = _mm256_setr_epi32(0, 9, 18, 27, 36, 45, 54, 63);
+// With flipped (see winograd_forward_f32), filter (oc, c) is the reversed
+// filter (c, oc) of w, whose 8 filters for c0.. are fs = OC * 9 floats apart.
+bool pack_u8_mr6(const Conv2dParams& p, const Geometry& g, const float* w, bool flipped, i64 mp,
+                 i64 c0, float* upk) {
+  const i64 fs = flipped ? p.OC * 9 : 9;  // floats between consecutive filters
+  const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                         _mm256_set1_epi32(static_cast<int>(fs)));
   const V8 lim = _mm256_set1_ps(kLimit);
   V8 bad = _mm256_setzero_ps();
   alignas(32) V8 u[6][16];
@@ -154,16 +158,21 @@ bool pack_u8_mr6(const Conv2dParams& p, const Geometry& g, const float* w, i64 m
       for (int xi = 0; xi < 16; ++xi) u[r][xi] = _mm256_setzero_ps();
       continue;
     }
-    const float* base = w + (oc * p.C + c0) * 9;
+    const float* base = flipped ? w + (c0 * p.OC + oc) * 9 : w + (oc * p.C + c0) * 9;
     // The 72 weights two groups ahead (the gathers would wait on memory).
-    if (c0 + 24 <= p.C)
-      for (int l = 0; l < 5; ++l) _mm_prefetch(reinterpret_cast<const char*>(base + 144 + 16 * l), _MM_HINT_T0);
-    // Filter l's taps 0..7 are 8 floats at base + 9 l: load and transpose;
+    if (c0 + 24 <= p.C) {
+      if (flipped)
+        for (int l = 0; l < 8; ++l) _mm_prefetch(reinterpret_cast<const char*>(base + (16 + l) * fs), _MM_HINT_T0);
+      else
+        for (int l = 0; l < 5; ++l) _mm_prefetch(reinterpret_cast<const char*>(base + 144 + 16 * l), _MM_HINT_T0);
+    }
+    // Filter l's taps 0..7 are 8 floats at base + fs l: load and transpose;
     // tap 8 is a gather.
     V8 taps[9];
-    for (int l = 0; l < 8; ++l) taps[l] = _mm256_loadu_ps(base + 9 * l);
+    for (int l = 0; l < 8; ++l) taps[l] = _mm256_loadu_ps(base + fs * l);
     transpose8(taps);
     taps[8] = _mm256_i32gather_ps(base + 8, idx, 4);
+    if (flipped) std::reverse(taps, taps + 9);  // tap t of the flipped filter is tap 8 - t
     for (int t = 0; t < 9; ++t) bad = _mm256_or_ps(bad, outside(taps[t], lim));
     filter_transform8(taps, u[r]);
   }
@@ -268,9 +277,10 @@ inline void output_tiles(const float* m0, i64 xi_stride, i64 len, float bias, fl
 }  // namespace
 
 bool winograd_forward_f32_avx2(const Conv2dParams& p, const float* x, const float* w,
-                               const float* b, float* y) {
+                               const float* b, float* y, bool w_flipped) {
   const GemmKernel<float>& K = active_gemm_kernel<float>();
   if (K.isa == Isa::ref || !K.fn_rows) return false;
+  if (w_flipped && double(p.OC) * 9 * 8 >= 2147483647.0) return false;  // gather offsets are int32
   const Geometry g(p, K);
   const i64 C = p.C, OC = p.OC, MR = g.MR, NR = g.NR;
   float* xs = static_cast<float*>(t_xs.reserve(checked_bytes(p.N * C, g.plane, sizeof(float))));
@@ -326,7 +336,7 @@ bool winograd_forward_f32_avx2(const Conv2dParams& p, const float* x, const floa
     for (i64 mp = 0; mp < g.MP; ++mp) {
       for (i64 c = 0; c < C;) {
         if (MR == 6 && c + 8 <= C && c % g.KC + 8 <= g.KC) {
-          if (!pack_u8_mr6(p, g, w, mp, c, upk)) bad.store(true, std::memory_order_relaxed);
+          if (!pack_u8_mr6(p, g, w, w_flipped, mp, c, upk)) bad.store(true, std::memory_order_relaxed);
           c += 8;
           continue;
         }
@@ -337,7 +347,12 @@ bool winograd_forward_f32_avx2(const Conv2dParams& p, const float* x, const floa
             std::fill(u[r], u[r] + 16, 0.0f);
             continue;
           }
+          float flip[9];
           const float* wk = w + (oc * C + c) * 9;
+          if (w_flipped) {
+            for (int t = 0; t < 9; ++t) flip[t] = w[(c * OC + oc) * 9 + 8 - t];
+            wk = flip;
+          }
           for (int t = 0; t < 9; ++t)
             if (!(wk[t] < kLimit && wk[t] > -kLimit)) bad.store(true, std::memory_order_relaxed);
           filter_transform(wk, u[r]);
