@@ -165,6 +165,88 @@ void py_conv2d_forward(const py::array& x, const py::array& w, const py::object&
     conv2d_forward<double>(p, ptr<double>(x), ptr<double>(w), static_cast<const double*>(bp), mut_ptr<double>(y));
 }
 
+// ---- conv2d's fast path: the common call, geometry included, in one call.
+// Exact ndarrays of one native dtype (float32 or float64), C-contiguous and
+// aligned, a non-empty batch, zero padding and stride / padding / dilation
+// given as ints or pairs of ints. Anything else, and any argument that the
+// Python layer must reject, returns None: functional.conv2d then runs its
+// full checks and raises the named error (so the messages live in one place).
+bool small_int(PyObject* o, i64* v) {
+  if (!PyLong_CheckExact(o)) return false;
+  int overflow = 0;
+  const long long r = PyLong_AsLongLongAndOverflow(o, &overflow);
+  if (overflow || r < -2147483647LL || r > 2147483647LL) return false;
+  *v = r;
+  return true;
+}
+
+bool int_or_pair(PyObject* o, i64* a, i64* b) {
+  if (PyLong_CheckExact(o)) {
+    if (!small_int(o, a)) return false;
+    *b = *a;
+    return true;
+  }
+  return PyTuple_CheckExact(o) && PyTuple_GET_SIZE(o) == 2 && small_int(PyTuple_GET_ITEM(o, 0), a) &&
+         small_int(PyTuple_GET_ITEM(o, 1), b);
+}
+
+// The array behind o if it is an exact, C-contiguous, aligned ndarray of
+// ndim dimensions and one of our native dtypes; else nullptr.
+const py::array* plain_array(py::handle o, int ndim, py::array* holder, DType* d) {
+  auto& api = py::detail::npy_api::get();
+  if (Py_TYPE(o.ptr()) != api.PyArray_Type_) return nullptr;
+  *holder = py::reinterpret_borrow<py::array>(o);
+  constexpr int need = py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+  if (holder->ndim() != ndim || (py::detail::array_proxy(o.ptr())->flags & need) != need) return nullptr;
+  const py::dtype dt = holder->dtype();
+  if (dt.is(py::dtype::of<float>())) *d = DType::f32;
+  else if (dt.is(py::dtype::of<double>())) *d = DType::f64;
+  else return nullptr;
+  return holder;
+}
+
+py::object py_conv2d_fast(py::handle x_obj, py::handle w_obj, py::handle b_obj, py::handle stride,
+                          py::handle padding, py::handle dilation, py::handle groups) {
+  py::array x, w, b;
+  DType d, dw_, db_;
+  if (!plain_array(x_obj, 4, &x, &d) || !plain_array(w_obj, 4, &w, &dw_) || dw_ != d)
+    return py::none();
+  const bool has_b = !b_obj.is_none();
+  if (has_b && (!plain_array(b_obj, 1, &b, &db_) || db_ != d)) return py::none();
+  Conv2dParams p;
+  if (!int_or_pair(stride.ptr(), &p.SH, &p.SW) || !int_or_pair(padding.ptr(), &p.PT, &p.PL) ||
+      !int_or_pair(dilation.ptr(), &p.DH, &p.DW) || !small_int(groups.ptr(), &p.G))
+    return py::none();
+  p.N = x.shape(0); p.C = x.shape(1); p.H = x.shape(2); p.W = x.shape(3);
+  p.OC = w.shape(0); p.KH = w.shape(2); p.KW = w.shape(3);
+  const i64 Cg = w.shape(1);
+  if (p.N < 1 || p.C < 1 || p.H < 1 || p.W < 1 || p.OC < 1 || Cg < 1 || p.KH < 1 || p.KW < 1 ||
+      p.G < 1 || p.SH < 1 || p.SW < 1 || p.DH < 1 || p.DW < 1 || p.PT < 0 || p.PL < 0 ||
+      p.C % p.G || p.OC % p.G || Cg * p.G != p.C || (has_b && b.shape(0) != p.OC))
+    return py::none();
+  // the sizes the Python layer also limits (each below 2**31 - 1, so no overflow here)
+  if (p.KH > 2147483647 / p.DH || p.KW > 2147483647 / p.DW) return py::none();
+  const i64 ekh = p.DH * (p.KH - 1) + 1, ekw = p.DW * (p.KW - 1) + 1;
+  const i64 hp = p.H + 2 * p.PT, wp = p.W + 2 * p.PL;
+  if (hp < ekh || wp < ekw) return py::none();
+  p.OH = (hp - ekh) / p.SH + 1;
+  p.OW = (wp - ekw) / p.SW + 1;
+  constexpr double kMaxElems = 4.611686018427388e18;  // 2**62, as functional._MAX_ELEMS
+  if (double(p.N) * p.C * p.H * p.W >= kMaxElems || double(p.N) * p.OC * p.OH * p.OW >= kMaxElems)
+    return py::none();
+  py::array y = d == DType::f32 ? py::array(py::array_t<float>({p.N, p.OC, p.OH, p.OW}))
+                                : py::array(py::array_t<double>({p.N, p.OC, p.OH, p.OW}));
+  const void* bp = has_b ? b.data() : nullptr;
+  {
+    py::gil_scoped_release nogil;
+    if (d == DType::f32)
+      conv2d_forward<float>(p, ptr<float>(x), ptr<float>(w), static_cast<const float*>(bp), mut_ptr<float>(y));
+    else
+      conv2d_forward<double>(p, ptr<double>(x), ptr<double>(w), static_cast<const double*>(bp), mut_ptr<double>(y));
+  }
+  return std::move(y);
+}
+
 void py_conv2d_backward_data(const py::array& dy, const py::array& w, py::array& dx,
                              i64 sh, i64 sw, i64 pt, i64 pl, i64 dh, i64 dw, i64 groups) {
   const DType d = dtype_of(dy, "grad_output");
@@ -764,6 +846,11 @@ PYBIND11_MODULE(_C, m) {
   m.def("set_isa", [](const std::string& name) { set_active_isa(parse_isa(name)); }, py::arg("isa"));
   m.def("get_winograd", [] { return g_winograd_enabled.load(); });
   m.def("set_winograd", [](bool on) { g_winograd_enabled.store(on); }, py::arg("enabled"));
+  // Testing hook (not public API): the largest forward conv, in multiply-adds,
+  // run as direct loops; 0 sends every shape through the GEMM paths.
+  m.def("get_conv_direct_max", [] { return g_conv_direct_max.load(); });
+  m.def("set_conv_direct_max", [](long long macs) { g_conv_direct_max.store(macs < 0 ? 0 : macs); },
+        py::arg("macs"));
   m.def("get_num_threads", &get_num_threads);
   m.def("in_forked_child", &in_forked_child);
   m.def("set_num_threads", [](int n) {
@@ -797,6 +884,9 @@ PYBIND11_MODULE(_C, m) {
   m.def("gemm", &py_gemm, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("beta") = 0.0,
         py::arg("isa") = "", py::arg("nthreads") = 0,
         "c := a @ b + beta * c. a, b: any 2-d strides; c: unit column stride.");
+  m.def("conv2d_fast", &py_conv2d_fast, py::arg("x"), py::arg("w"), py::arg("b"), py::arg("stride"),
+        py::arg("padding"), py::arg("dilation"), py::arg("groups"),
+        "conv2d for plain arrays and int arguments, or None (see functional.conv2d)");
   m.def("conv2d_forward", &py_conv2d_forward, py::arg("x"), py::arg("w"), py::arg("b"), py::arg("y"),
         py::arg("sh"), py::arg("sw"), py::arg("pt"), py::arg("pl"), py::arg("dh"), py::arg("dw"),
         py::arg("groups"));

@@ -298,23 +298,14 @@ def conv2d(input, weight, bias=None, stride: IntOrPair = 1, padding: Union[IntOr
     'replicate' | 'circular' as in ``torch.nn.Conv2d``. Returns a new array
     (N, OC, OH, OW).
     """
-    # Fast path (no conversions needed): C-contiguous native float32/float64
-    # arrays of one dtype, a batch, zero padding. The checks are the same as
-    # below, in _conv_geom; only the dtype/layout handling is skipped.
-    if (type(input) is np.ndarray and type(weight) is np.ndarray
-            and type(padding_mode) is str and padding_mode == "zeros"
-            and input.ndim == 4 and (input.dtype is _F32 or input.dtype is _F64)
-            and weight.dtype is input.dtype and input.flags.c_contiguous
-            and weight.flags.c_contiguous
-            and (bias is None or (type(bias) is np.ndarray and bias.dtype is input.dtype
-                                  and bias.flags.c_contiguous))):
-        g = _conv_geom(input.shape, weight.shape, stride, padding, dilation, groups)
-        if bias is not None and bias.shape != (g.OC,):
-            raise ValueError(f"bias must have shape ({g.OC},) to match weight, got {bias.shape}")
-        y = np.empty((g.N, g.OC, g.OH, g.OW), dtype=input.dtype)
-        if g.N:
-            _C.conv2d_forward(input, weight, bias, y, *g.stride, *g.pad_tl, *g.dilation, g.groups)
-        return y
+    # Fast path, all in C++: plain C-contiguous float32/float64 arrays of one
+    # dtype, a batch, zero padding given as ints (the per-call cost of a tiny
+    # convolution is then close to a NumPy ufunc's). None means "not that
+    # case, or an argument to reject": the checks below then run and raise.
+    if type(padding_mode) is str and padding_mode == "zeros":
+        y = _C.conv2d_fast(input, weight, bias, stride, padding, dilation, groups)
+        if y is not None:
+            return y
     if _padding_mode(padding_mode) != "constant":
         xp, _ = _mode_pad(input, weight, stride, padding, dilation, padding_mode)
         return conv2d(xp, weight, bias, stride, 0, dilation, groups)

@@ -31,6 +31,7 @@ from hypothesis import given, settings, HealthCheck
 from hypothesis import strategies as st
 
 import pyconv
+from pyconv import _C
 from pyconv.testing.cases import conv2d_grid, ConvCase
 from pyconv.testing.gradcheck import gradcheck, numerical_grad
 from pyconv.testing.compare import assert_close
@@ -66,6 +67,14 @@ def test_grid_forward_backward(case, dtype, isa):
     y = pyconv.conv2d(x, w, b, **case.kwargs)
     assert y.dtype == dtype
     assert_close(y, y_ref, dtype, "y")
+    # Tiny forward problems run as direct loops; the GEMM paths must stay
+    # right on them too (im2col edges, partial tiles), so check both.
+    old = _C.get_conv_direct_max()
+    try:
+        _C.set_conv_direct_max(0)
+        assert_close(pyconv.conv2d(x, w, b, **case.kwargs), y_ref, dtype, "y (GEMM paths)")
+    finally:
+        _C.set_conv_direct_max(old)
 
     dx, dw, db = pyconv.conv2d_backward(dy, x, w, **case.kwargs)
     assert dx.dtype == dw.dtype == db.dtype == dtype
@@ -699,3 +708,72 @@ def test_nonfinite_input_strided_backward_weight_no_leak(stride):
         np.testing.assert_array_equal(np.isinf(got), np.isinf(ref))
         fin = np.isfinite(ref)
         assert_close(got[fin], ref[fin], dtype, "backward_weight")
+
+
+# --------------------------------------------------------------------------
+# the one-call fast path and the direct loops for tiny problems
+# --------------------------------------------------------------------------
+def test_fast_path_declines_to_the_checked_path():
+    """_C.conv2d_fast handles only the plain case and returns None for anything
+    else, so the Python layer's checks run and name the bad argument."""
+    x = np.ones((1, 2, 5, 5), np.float32)
+    w = np.ones((3, 2, 3, 3), np.float32)
+    assert _C.conv2d_fast(x, w, None, 1, 1, 1, 1).shape == (1, 3, 5, 5)
+    y = _C.conv2d_fast(x, w, np.zeros(3, np.float32), (1, 2), (0, 1), 1, 1)
+    np.testing.assert_array_equal(y, conv2d_ref(x, w, np.zeros(3), stride=(1, 2), padding=(0, 1)))
+    declined = [
+        (x.astype(np.float64), w, None, 1, 1, 1, 1),         # mixed dtypes
+        (x[:, :, ::2], w, None, 1, 1, 1, 1),                 # not contiguous
+        (x, w, np.zeros(3), 1, 1, 1, 1),                     # float64 bias
+        (x, w, np.zeros(4, np.float32), 1, 1, 1, 1),         # bias of the wrong size
+        (x, w, None, 1, "same", 1, 1),                       # string padding
+        (x, w, None, np.int64(1), 1, 1, 1),                  # NumPy integer
+        (x, w, None, True, 1, 1, 1),                         # bool is not an int here
+        (x, w, None, 0, 1, 1, 1),                            # stride 0
+        (x, w, None, 1, -1, 1, 1),                           # negative padding
+        (x, w, None, 1, 1, 1, 2),                            # groups do not divide
+        (x, w, None, 1, 0, 3, 1),                            # kernel larger than the input
+        (x, w, None, 1, 2**31, 1, 1),                        # out of range
+        (x[0], w, None, 1, 1, 1, 1),                         # unbatched (3-d)
+        (x[:0], w, None, 1, 1, 1, 1),                        # empty batch
+        (x.astype(">f4"), w.astype(">f4"), None, 1, 1, 1, 1),  # byte-swapped
+    ]
+    for args in declined:
+        assert _C.conv2d_fast(*args) is None, args
+    with pytest.raises(ValueError, match="stride must be positive"):
+        pyconv.conv2d(x, w, stride=0)
+    with pytest.raises(ValueError, match="groups=2 must divide out_channels=3"):
+        pyconv.conv2d(x, w, groups=2)
+    with pytest.raises(ValueError, match=r"bias must have shape \(3,\)"):
+        pyconv.conv2d(x, w, np.zeros(4, np.float32))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_direct_loops_for_tiny_problems(dtype):
+    """At and below the multiply-add threshold the forward runs as direct
+    loops; above it through the GEMM paths: both match the reference, and a
+    non-finite weight over padding gives NaN there on both."""
+    limit = _C.get_conv_direct_max()
+    assert limit > 0
+    rng = np.random.default_rng(21)
+    for shape, wshape, kw in [((1, 1, 8, 8), (1, 1, 3, 3), {}),
+                              ((2, 4, 5, 6), (2, 2, 3, 2), dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2)),
+                              ((1, 3, 4, 4), (4, 3, 1, 1), dict(padding=1))]:
+        x = rng.standard_normal(shape).astype(dtype)
+        w = rng.standard_normal(wshape).astype(dtype)
+        b = rng.standard_normal(wshape[0]).astype(dtype)
+        ref = conv2d_ref(x, w, b, **kw)
+        assert_close(pyconv.conv2d(x, w, b, **kw), ref, dtype, f"direct {shape}")
+        w_inf = w.copy()
+        w_inf[0, 0, 0, 0] = np.inf
+        ref_inf = conv2d_ref(x, w_inf, None, **kw)
+        got = pyconv.conv2d(x, w_inf, **kw)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref_inf))
+    x = np.ones((1, 1, 8, 8), dtype)
+    w = np.ones((1, 1, 3, 3), dtype)
+    try:  # the same call through the GEMM path gives the same values
+        direct = pyconv.conv2d(x, w)
+        _C.set_conv_direct_max(0)
+        np.testing.assert_array_equal(pyconv.conv2d(x, w), direct)
+    finally:
+        _C.set_conv_direct_max(limit)

@@ -464,9 +464,43 @@ bool winograd_backward_weight_f32(const Conv2dParams&, const float*, const float
 }
 #endif
 
+namespace {
+// Direct loops for tiny problems (g_conv_direct_max). Taps in the padding
+// multiply an explicit zero, so an inf or NaN weight there gives NaN as on
+// every other path (and in PyTorch); the bias is added last, as elsewhere.
+template <typename T>
+void forward_direct(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y) {
+  const i64 Cg = p.Cg(), OCg = p.OCg(), KK = p.KH * p.KW;
+  for (i64 n = 0; n < p.N; ++n)
+    for (i64 oc = 0; oc < p.OC; ++oc) {
+      const T* xg = x + (n * p.C + oc / OCg * Cg) * p.H * p.W;
+      const T* wo = w + oc * Cg * KK;
+      T* yo = y + (n * p.OC + oc) * p.OHW();
+      for (i64 oy = 0; oy < p.OH; ++oy)
+        for (i64 ox = 0; ox < p.OW; ++ox) {
+          T acc = 0;
+          for (i64 c = 0; c < Cg; ++c)
+            for (i64 ky = 0; ky < p.KH; ++ky) {
+              const i64 iy = oy * p.SH - p.PT + ky * p.DH;
+              const bool row_in = iy >= 0 && iy < p.H;
+              for (i64 kx = 0; kx < p.KW; ++kx) {
+                const i64 ix = ox * p.SW - p.PL + kx * p.DW;
+                const T v = row_in && ix >= 0 && ix < p.W ? xg[(c * p.H + iy) * p.W + ix] : T(0);
+                acc += v * wo[c * KK + ky * p.KW + kx];
+              }
+            }
+          yo[oy * p.OW + ox] = b ? acc + b[oc] : acc;
+        }
+    }
+}
+}  // namespace
+
 template <typename T>
 void conv2d_forward(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y) {
   p.validate();
+  if (double(p.N) * p.OC * p.OHW() * p.K() <=
+      double(g_conv_direct_max.load(std::memory_order_relaxed)))
+    return forward_direct(p, x, w, b, y);
   if (is_depthwise(p)) return depthwise_forward(p, x, w, b, y);
   if constexpr (std::is_same_v<T, float>)
     if (g_winograd_enabled.load(std::memory_order_relaxed) && winograd_any(p) &&

@@ -7,12 +7,20 @@
 // Kernels overwrite their outputs (dx, dw, db are written, not accumulated).
 // All pointers are C-contiguous; shapes are validated by the caller.
 #pragma once
+#include <atomic>
+
 #include "common.h"
 
 namespace pyconv {
 
 template <typename T>
 void conv2d_forward(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y);
+
+// Forward convolutions of at most this many multiply-adds (N*OC*OH*OW*K)
+// run as direct loops: below it the GEMM's setup (packing, blocking, tile
+// bookkeeping) costs more than the arithmetic. 0 sends everything through
+// the GEMM paths (the tests use it to keep those covered on tiny shapes).
+inline std::atomic<long long> g_conv_direct_max{512};
 
 // dy [N][OC][OH][OW], w -> dx [N][C][H][W]
 template <typename T>
