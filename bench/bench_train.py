@@ -223,6 +223,19 @@ def relu_overhead(steps=500):
     return timed(run, steps)
 
 
+def tiny_calls(number=20000, repeat=7):
+    """Seconds per call of the issue's tiny cases next to a bare NumPy ufunc:
+    relu on 1,000 floats, conv2d of a 1x1x8x8 image with a 3x3 filter, and
+    np.maximum(a, 0) on the same 1,000 floats (best of `repeat` runs)."""
+    import timeit
+    a = np.linspace(-1, 1, 1000, dtype=np.float32)
+    x = np.ones((1, 1, 8, 8), np.float32)
+    w = np.ones((1, 1, 3, 3), np.float32)
+    cases = {"ufunc": lambda: np.maximum(a, 0), "relu": lambda: pyconv.relu(a),
+             "conv2d": lambda: pyconv.conv2d(x, w)}
+    return {k: min(timeit.repeat(f, number=number, repeat=repeat)) / number for k, f in cases.items()}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="bench/bench_train.py", description=__doc__.split("\n")[0])
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
@@ -273,9 +286,13 @@ def main(argv=None):
         small.append(r)
     ov = overhead_per_layer()
     rl = relu_overhead()
+    tc = tiny_calls()
     print()
     print(f"Python overhead per layer (Identity, fwd+bwd): {ov * 1e6:.2f} us; "
           f"tiny ReLU layer fwd+bwd: {rl * 1e6:.2f} us")
+    print(f"tiny calls: relu(1000 floats) {tc['relu'] * 1e6:.2f} us, conv2d(1x1x8x8, 3x3) "
+          f"{tc['conv2d'] * 1e6:.2f} us; NumPy ufunc np.maximum(1000 floats, 0) {tc['ufunc'] * 1e6:.2f} us "
+          f"-> {tc['relu'] / tc['ufunc']:.2f}x and {tc['conv2d'] / tc['ufunc']:.2f}x the ufunc")
     for r in small:
         nl = len(build_pyconv(MODELS[r["model"]]))
         extra = (f", torch {r['train_torch_ms']:.2f} ms (ratio {r['train_ratio']:.2f})"
@@ -286,7 +303,7 @@ def main(argv=None):
         with open(args.json, "w") as f:
             json.dump({"config": cfg, "torch": torch.__version__ if torch else None,
                        "rows": rows, "batch1": small, "overhead_per_layer_s": ov,
-                       "relu_layer_s": rl}, f, indent=1)
+                       "relu_layer_s": rl, "tiny_calls_s": tc}, f, indent=1)
     return 0
 
 
