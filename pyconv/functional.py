@@ -499,8 +499,27 @@ def gemm(a, b, out: Optional[np.ndarray] = None, beta: float = 0.0) -> np.ndarra
 # --------------------------------------------------------------------------
 # pooling
 # --------------------------------------------------------------------------
+_POOL_CACHE: dict = {}
+
+
 def _pool_geom(shape, kernel_size, stride, padding, dilation, ceil_mode):
-    """Output (OH, OW) and normalised window parameters, PyTorch's rules."""
+    """Output (OH, OW) and normalised window parameters, PyTorch's rules.
+    Valid answers for plain arguments are cached, as for conv2d (they depend
+    on H and W only)."""
+    if (_plain(kernel_size) and (stride is None or _plain(stride)) and _plain(padding)
+            and _plain(dilation) and type(ceil_mode) is bool):
+        key = (shape[2], shape[3], kernel_size, stride, padding, dilation, ceil_mode)
+        r = _POOL_CACHE.get(key)
+        if r is None:
+            r = _pool_geom_checked(shape, kernel_size, stride, padding, dilation, ceil_mode)
+            if len(_POOL_CACHE) >= 1024:
+                _POOL_CACHE.clear()
+            _POOL_CACHE[key] = r
+        return r
+    return _pool_geom_checked(shape, kernel_size, stride, padding, dilation, ceil_mode)
+
+
+def _pool_geom_checked(shape, kernel_size, stride, padding, dilation, ceil_mode):
     N, C, H, W = shape
     kh, kw = _pair("kernel_size", kernel_size)
     if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
