@@ -393,12 +393,13 @@ inline double padded_area(i64 m, i64 n, int MR, int NR) {
 thread_local AlignedBuffer t_swap;  // C^T of a swapped product
 
 // C := Ct^T + beta * C, with Ct row-major [n][m] (ld m). 16 x 16 blocks, so
-// both sides are read and written along cache lines.
+// both sides are read and written along cache lines. nthreads as gemm's.
 template <typename T>
-void add_transposed(i64 m, i64 n, const T* Ct, T beta, T* C, i64 ldc) {
+void add_transposed(i64 m, i64 n, const T* Ct, T beta, T* C, i64 ldc, int nthreads) {
   constexpr i64 B = 16;
   const i64 bm = (m + B - 1) / B;
-  const int nt = threads_for(double(m) * double(n) * 2 * sizeof(T), 1.0e6);
+  const int nt = nthreads > 0 ? std::min(nthreads, threads_for(double(m) * double(n) * 2 * sizeof(T), 1.0e6))
+                              : threads_for(double(m) * double(n) * 2 * sizeof(T), 1.0e6);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
   for (i64 ib = 0; ib < bm; ++ib) {
     const i64 i0 = ib * B, i1 = std::min(m, i0 + B);
@@ -439,7 +440,7 @@ void gemm(const GemmKernel<T>& K, i64 m, i64 n, i64 k, const T* A, i64 rsa, i64 
     const StridedB<T> at{A, csa, rsa};  // B' = A^T
     gemm_packed_b(K, n, m, k, B, csb, rsb, BPacker<T>{&StridedB<T>::pack, &at}, T(0), Ct, m,
                   nthreads);
-    add_transposed(m, n, Ct, beta, C, ldc);
+    add_transposed(m, n, Ct, beta, C, ldc, nthreads);
     return;
   }
   const StridedB<T> sb{B, rsb, csb};
