@@ -240,11 +240,32 @@ void gemm_serial(const GemmKernel<T>& K, i64 m0, i64 m1, i64 n0, i64 n1, i64 k, 
   }
 }
 
+// merge_edge for wide columns (WideColumns): tile columns jr.. of rows
+// c.. that are outputs go to their dense places; the rest are dropped.
+template <typename T>
+void merge_wide(const T* tmp, int NR, i64 mr, i64 nr, T* c, i64 ldc, i64 jr, const WideColumns& w,
+                T beta) {
+  i64 oy = jr / w.Wp, ox = jr - oy * w.Wp;
+  for (i64 t = 0; t < nr; ++oy, ox = 0) {  // the tile's pieces of each wide row
+    const i64 run = std::min(nr - t, w.Wp - ox);
+    const i64 valid = std::max<i64>(0, std::min(run, w.OW - ox));
+    for (i64 i = 0; i < mr; ++i) {
+      const T* s = tmp + i * NR + t;
+      T* d = c + i * ldc + oy * w.OW + ox;
+      if (beta == T(0))
+        for (i64 u = 0; u < valid; ++u) d[u] = s[u];
+      else
+        for (i64 u = 0; u < valid; ++u) d[u] = s[u] + beta * d[u];
+    }
+    t += run;
+  }
+}
+
 // The serial loop nest with B read unpacked through row offsets.
 template <typename T>
 void gemm_rows_serial(const GemmKernel<T>& K, i64 m0, i64 m1, i64 n0, i64 n1, i64 k,
                       const T* A, i64 rsa, i64 csa, const T* Bbase, const i64* boff,
-                      T beta, T* C, i64 ldc, T* bufA) {
+                      T beta, T* C, i64 ldc, T* bufA, const WideColumns* wide) {
   const int MR = K.mr, NR = K.nr;
   const i64 KC = balanced_kc(K.kc, k);
   for (i64 pc = 0; pc < k; pc += KC) {
@@ -259,13 +280,19 @@ void gemm_rows_serial(const GemmKernel<T>& K, i64 m0, i64 m1, i64 n0, i64 n1, i6
         for (i64 ir = 0; ir < mc; ir += MR) {
           const T* ap = bufA + ir * kc;
           const i64 mr = std::min<i64>(MR, mc - ir);
-          T* c = C + (ic + ir) * ldc + jr;
-          if (mr == MR && nr == NR) {
-            K.fn_rows(kc, ap, bp, boff + pc, c, ldc, beta_eff);
+          T* c = C + (ic + ir) * ldc;
+          // With wide columns, a full tile inside one output row goes
+          // straight to its dense place; others take the edge path.
+          const i64 oy = wide ? jr / wide->Wp : 0, ox = wide ? jr - oy * wide->Wp : 0;
+          if (mr == MR && nr == NR && (!wide || ox + NR <= wide->OW)) {
+            K.fn_rows(kc, ap, bp, boff + pc, wide ? c + oy * wide->OW + ox : c + jr, ldc, beta_eff);
           } else {
             alignas(64) T tmp[16 * 64];
             K.fn_rows(kc, ap, bp, boff + pc, tmp, NR, T(0));
-            merge_edge(tmp, NR, mr, nr, c, ldc, beta_eff);
+            if (wide)
+              merge_wide(tmp, NR, mr, nr, c, ldc, jr, *wide, beta_eff);
+            else
+              merge_edge(tmp, NR, mr, nr, c + jr, ldc, beta_eff);
           }
         }
       }
@@ -469,16 +496,20 @@ void gemm_packed_b(const GemmKernel<T>& K, i64 m, i64 n, i64 k, const T* A, i64 
 
 template <typename T>
 void gemm_rows(const GemmKernel<T>& K, i64 m, i64 n, i64 k, const T* A, i64 rsa, i64 csa,
-               const T* Bbase, const i64* boff, T beta, T* C, i64 ldc, int nthreads) {
+               const T* Bbase, const i64* boff, T beta, T* C, i64 ldc, int nthreads,
+               const WideColumns* wide) {
   if (m <= 0 || n <= 0) return;
-  PYCONV_CHECK(ldc >= n, "gemm: ldc < n");
+  PYCONV_CHECK(wide ? wide->OW <= wide->Wp && ldc >= (n + wide->Wp - 1) / wide->Wp * wide->OW
+                    : ldc >= n,
+               "gemm: ldc too small");
+  PYCONV_CHECK(k > 0 || !wide, "gemm: wide columns need k > 0");
   if (k <= 0) return scale_c(m, n, beta, C, ldc);
   const i64 kc = std::min<i64>(K.kc, k);
   const i64 mc = std::min<i64>(K.mc, ((m + K.mr - 1) / K.mr) * K.mr);
   parallel_blocks(K, m, n, k, nthreads, sizeof(T) * std::size_t(mc) * kc,
                   [&](i64 m0, i64 m1, i64 n0, i64 n1, char* buf) {
                     gemm_rows_serial(K, m0, m1, n0, n1, k, A, rsa, csa, Bbase, boff, beta, C, ldc,
-                                     reinterpret_cast<T*>(buf));
+                                     reinterpret_cast<T*>(buf), wide);
                   });
 }
 
@@ -519,9 +550,11 @@ template void gemm_packed_b<float>(const GemmKernel<float>&, i64, i64, i64, cons
 template void gemm_packed_b<double>(const GemmKernel<double>&, i64, i64, i64, const double*, i64,
                                     i64, const BPacker<double>&, double, double*, i64, int);
 template void gemm_rows<float>(const GemmKernel<float>&, i64, i64, i64, const float*, i64, i64,
-                               const float*, const i64*, float, float*, i64, int);
+                               const float*, const i64*, float, float*, i64, int,
+                               const WideColumns*);
 template void gemm_rows<double>(const GemmKernel<double>&, i64, i64, i64, const double*, i64, i64,
-                                const double*, const i64*, double, double*, i64, int);
+                                const double*, const i64*, double, double*, i64, int,
+                                const WideColumns*);
 template double ukernel_peak_gflops<float>(const GemmKernel<float>&, double);
 template double ukernel_peak_gflops<double>(const GemmKernel<double>&, double);
 

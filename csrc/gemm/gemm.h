@@ -87,14 +87,24 @@ template <typename T>
 void gemm_packed_b(const GemmKernel<T>& K, i64 m, i64 n, i64 k, const T* A, i64 rsa, i64 csa,
                    const BPacker<T>& B, T beta, T* C, i64 ldc, int nthreads = 0);
 
+// Columns of C that are "wide" image columns: j = oy * Wp + ox, of which
+// only ox < OW are outputs. Column j of row i is stored at
+// C + i * ldc + oy * OW + ox (a dense OH x OW plane per row); the others are
+// dropped. Register tiles inside one output row are stored directly.
+struct WideColumns {
+  i64 Wp, OW;
+};
+
 // GEMM with B given as row offsets into an unpacked buffer:
 //   C[i][j] := sum_p A[i][p] * Bbase[boff[p] + j] + beta * C[i][j]
 // B is never packed. The caller guarantees Bbase[boff[p] + j] is readable
 // for every j < n rounded up to a multiple of 64 (the kernels over-read the
-// last partial tile and discard those columns).
+// last partial tile and discard those columns). With wide, C's columns are
+// mapped as WideColumns describes (ldc: the distance between C's rows).
 template <typename T>
 void gemm_rows(const GemmKernel<T>& K, i64 m, i64 n, i64 k, const T* A, i64 rsa, i64 csa,
-               const T* Bbase, const i64* boff, T beta, T* C, i64 ldc, int nthreads = 0);
+               const T* Bbase, const i64* boff, T beta, T* C, i64 ldc, int nthreads = 0,
+               const WideColumns* wide = nullptr);
 
 // Whether gemm() computes this shape as C^T = B^T A^T (a narrow C: see
 // gemm.cpp). Callers that could pack B themselves use it to choose gemm().
