@@ -672,6 +672,11 @@ PHASE_CASES = [
     ConvCase("wide-direct-k3", 2, 4, 5, 203, 7, 3, 3, padding=1),
     ConvCase("wide-direct-k7s2", 1, 3, 9, 230, 5, 7, 7, stride=2, padding=3),
     ConvCase("wide-direct-g2", 1, 8, 4, 150, 6, 3, 3, padding=(0, 1), groups=2, bias=False),
+    # reductions under 32 (1-3 channels): B packed from the padded planes,
+    # panels inside one output row (32 columns) and across rows (26, 13)
+    ConvCase("padded-rows-c3", 2, 3, 32, 32, 5, 3, 3, padding=1),
+    ConvCase("padded-rows-c1-valid", 3, 1, 28, 28, 4, 3, 3),
+    ConvCase("padded-rows-s2", 2, 2, 27, 26, 3, 3, 3, stride=2, padding=1),
 ]
 
 

@@ -14,6 +14,7 @@
 #include "ops/conv2d.h"
 
 #include <algorithm>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -305,6 +306,62 @@ void forward_image_wide(const Conv2dParams& p, const WideGeom& g, const i64* bof
   }
 }
 
+// B packed from the padded (phase) planes of one image: column j is output
+// (oy, ox) = (j / OW, j % OW), row q is tap boff[q], so B[q][j] =
+// pad[boff[q] + oy * Wp + ox]. A panel's columns are one or a few runs
+// along output rows, each a contiguous copy from a shifted plane row (no
+// per-element index arithmetic, unlike the im2col packer).
+template <typename T>
+struct PaddedRowsB {
+  const T* pad;
+  const i64* boff;
+  i64 Wp, OW;
+  static void pack(const void* ctx, i64 p0, i64 kc, i64 j0, i64 nc, int NR, T* dst) {
+    const PaddedRowsB& s = *static_cast<const PaddedRowsB*>(ctx);
+    struct Run {
+      i64 off, t, len;
+    };
+    Run runs[64];
+    for (i64 jp = 0; jp < nc; jp += NR, dst += kc * NR) {
+      const i64 nr = std::min<i64>(NR, nc - jp);
+      int nruns = 0;
+      for (i64 t = 0, j = j0 + jp; t < nr;) {
+        const i64 oy = j / s.OW, ox = j - oy * s.OW, len = std::min(nr - t, s.OW - ox);
+        runs[nruns++] = Run{oy * s.Wp + ox, t, len};
+        t += len;
+        j += len;
+      }
+      for (i64 q = 0; q < kc; ++q) {
+        const T* src = s.pad + s.boff[p0 + q];
+        T* d = dst + q * NR;
+        if (nruns == 1 && nr == NR && NR == 16) {
+          std::memcpy(d, src + runs[0].off, 16 * sizeof(T));
+          continue;
+        }
+        for (int r = 0; r < nruns; ++r) std::memcpy(d + runs[r].t, src + runs[r].off, runs[r].len * sizeof(T));
+        std::fill(d + nr, d + NR, T(0));
+      }
+    }
+  }
+};
+
+// y_n = W * B for one image with B packed from its padded planes (the
+// shapes whose reduction is too short for the wide path: 1- or 3-channel
+// first layers).
+template <typename T>
+void forward_image_padded(const Conv2dParams& p, const WideGeom& g, const i64* boff, const T* xn,
+                          const T* w, T* yn, T* pad, int gemm_threads) {
+  const i64 K = p.K(), OCg = p.OCg(), Cg = p.Cg(), OHW = p.OHW();
+  const i64 cs = g.phases() * g.plane;
+  const GemmKernel<T>& kern = active_gemm_kernel<T>();
+  pad_image(p, g, xn, pad, cs, g.plane, gemm_threads);
+  for (i64 gi = 0; gi < p.G; ++gi) {
+    const PaddedRowsB<T> src{pad + gi * Cg * cs, boff, g.Wp, p.OW};
+    gemm_packed_b<T>(kern, OCg, OHW, K, w + gi * OCg * K, K, 1, BPacker<T>{&PaddedRowsB<T>::pack, &src},
+                     T(0), yn + gi * OCg * OHW, OHW, gemm_threads);
+  }
+}
+
 // ---- small output planes: several images per GEMM -------------------------
 // With few output positions per image, a per-image GEMM re-packs the whole
 // weight matrix for little work (ResNet's 7x7 layers: 9.4 MB of weights per
@@ -406,9 +463,21 @@ void forward_all(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y
     });
     return;
   }
-  for_each_image<T>(p, flops, 0, [&](i64 n, T*, int gt, int) {
-    forward_image(p, x + n * xs, w, y + n * ys, gt);
-  });
+  if (!p.is_pointwise() && p.PT >= 0 && p.PL >= 0 && wide_fits(p) && phases_all_used(p)) {
+    const WideGeom g = wide_geom(p);
+    const i64 cs = g.phases() * g.plane;
+    std::vector<i64> boff(p.K());
+    for (i64 c = 0, q = 0; c < p.Cg(); ++c)
+      for (i64 ky = 0; ky < p.KH; ++ky)
+        for (i64 kx = 0; kx < p.KW; ++kx) boff[q++] = c * cs + tap_offset(p, g, ky, kx, g.plane);
+    for_each_image<T>(p, flops, p.C * cs, [&](i64 n, T* buf, int gt, int) {
+      forward_image_padded(p, g, boff.data(), x + n * xs, w, y + n * ys, buf, gt);
+    });
+  } else {
+    for_each_image<T>(p, flops, 0, [&](i64 n, T*, int gt, int) {
+      forward_image(p, x + n * xs, w, y + n * ys, gt);
+    });
+  }
   if (b) add_bias(p, b, y);
 }
 
