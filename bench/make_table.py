@@ -4,6 +4,8 @@
     python bench/make_table.py bench/results/FILE.json --gemm      # GEMM rows, 1 and 2 threads
     python bench/make_table.py bench/results/FILE.json --ops       # memory-bound ops, 1 thread
     python bench/make_table.py --train bench/results/TRAIN.json    # bench_train.py results
+    python bench/make_table.py bench/results/FILE.json --chart OUT.png [--threads 2]
+                                                   # bar chart: x torch per shape and direction
 
 One row per shape: GFLOP/s, % of the measured peak and the torch ratio
 (torch ms / pyconv ms, > 1 means pyconv is faster) for fwd, bwd_d and
@@ -22,10 +24,14 @@ def main(argv=None):
     ap.add_argument("--gemm", action="store_true", help="the GEMM table instead")
     ap.add_argument("--ops", action="store_true", help="the memory-bound ops table instead")
     ap.add_argument("--train", help="render a bench_train.py JSON file instead")
+    ap.add_argument("--chart", metavar="PNG",
+                    help="write a bar chart of the conv torch ratios (needs matplotlib) instead")
     args = ap.parse_args(argv)
     if args.train:
         return train_table(json.load(open(args.train)))
     data = json.load(open(args.json))
+    if args.chart:
+        return conv_chart(data, args.threads, args.chart)
     if args.gemm:
         return gemm_table(data)
     if args.ops:
@@ -55,6 +61,26 @@ def main(argv=None):
     gm = {k: math.exp(sum(map(math.log, v)) / len(v)) for k, v in ratios.items() if v}
     print("\ngeometric mean of torch ms / pyconv ms: " +
           ", ".join(f"{k} {v:.2f}x" for k, v in gm.items()))
+
+
+def conv_chart(data, threads, path):
+    """Grouped bars: torch ms / pyconv ms for each conv shape (x axis) and
+    direction (one bar each), with the break-even line at 1."""
+    from pyconv.plot import plot_bars
+
+    rows = OrderedDict()
+    for r in data["results"]:
+        if r["section"] == "conv" and r["threads"] == threads and r.get("torch_ratio"):
+            rows.setdefault(f"{r['name']} mb{r['desc'].split('mb')[1].split('ic')[0]}", {})[
+                r["direction"]] = r["torch_ratio"]
+    if not rows:
+        raise SystemExit(f"no conv rows with torch ratios at threads={threads}")
+    labels = list(rows)
+    series = {d: [rows[k].get(d) for k in labels] for d in ("fwd", "bwd_d", "bwd_w")}
+    plot_bars(labels, series, path=path, ylabel="torch time / pyconv time (> 1: pyconv faster)",
+              title=f"conv2d vs PyTorch {data['meta'].get('torch') or ''}, {threads} thread(s)",
+              reference=("break-even", 1.0), annotate=False, log=True)
+    print(f"wrote {path}")
 
 
 def gemm_table(data):

@@ -148,3 +148,24 @@ def test_op_suite_keys_and_bytes():
     n, m = 64 * 64 * 32 * 32, 64 * 64 * 16 * 16
     assert mp.y_shape == (64, 64, 16, 16) and mp.desc == "mb64ic64ih32kh2sh2"
     assert mp.bytes("fwd", 4) == n * 4 + m * 4 + m * 8
+
+
+def test_readme_tables_and_chart_render(tmp_path):
+    """bench/make_table.py renders every table and the bar chart from the
+    committed results (matplotlib is a test extra)."""
+    import importlib.util
+    import pathlib
+    import subprocess
+    import sys
+
+    here = pathlib.Path(__file__).parent
+    script, res = here / "make_table.py", here / "results" / "bench-2026-11-29.json"
+    assert importlib.util.find_spec("matplotlib") is not None
+    for extra in ([], ["--threads", "2"], ["--gemm"], ["--ops"]):
+        out = subprocess.run([sys.executable, str(script), str(res), *extra], check=True,
+                             capture_output=True, text=True).stdout
+        assert out.count("\n|") >= 5, extra
+    png = tmp_path / "chart.png"
+    subprocess.run([sys.executable, str(script), str(res), "--chart", str(png)], check=True,
+                   capture_output=True)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10000
