@@ -58,6 +58,15 @@ inline bool split2_avx2(const float* src, i64 n, float* even, float* odd, bool c
       if (i + 16 >= n - 1) break;
     }
     i += 16;
+  } else if (n >= 8) {  // one block of 8 (short rows: small maps), then the tail
+    const __m256 a = _mm256_loadu_ps(src);
+    if (check) bad = outside(a, lim);
+    // [a0 a2 a1 a3 | a4 a6 a5 a7] -> evens a0 a2 a4 a6, odds a1 a3 a5 a7
+    const __m256 t = _mm256_permute_ps(a, _MM_SHUFFLE(3, 1, 2, 0));
+    const __m256d td = _mm256_permute4x64_pd(_mm256_castps_pd(t), 0xD8);  // 64-bit blocks 0 2 1 3
+    _mm_storeu_ps(even, _mm256_castps256_ps128(_mm256_castpd_ps(td)));
+    _mm_storeu_ps(odd, _mm256_extractf128_ps(_mm256_castpd_ps(td), 1));
+    i = 8;
   }
   for (; i < n; ++i) {
     const float v = src[i];
