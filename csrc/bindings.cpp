@@ -397,7 +397,10 @@ void py_max_pool2d_backward(const py::array& dy, const py::array& idx, py::array
       ok = max_pool2d_backward<T>(p, ptr<T>(dy), ip, mut_ptr<T>(dx));
     });
   }
-  if (!ok) check_indices(ip, dy.size(), p.H * p.W, "indices");
+  if (!ok) {  // name the offender; it may have been changed by another thread meanwhile
+    check_indices(ip, dy.size(), p.H * p.W, "indices");
+    throw py::value_error("indices: a value was outside [0, " + std::to_string(p.H * p.W) + ")");
+  }
 }
 
 void py_avg_pool2d(bool backward, const py::array& in, py::array& out, i64 kh, i64 kw, i64 sh,

@@ -186,19 +186,23 @@ inline bool phases_all_used(const Conv2dParams& p) {
   return p.SH <= 8 && p.SW <= 8 && covers(p.KH, p.DH, p.SH) && covers(p.KW, p.DW, p.SW);
 }
 
-// Worth it when most wide columns are real outputs, and the reduction is
-// long enough to amortise the compaction (for K < 32 packing B is cheap and
-// the packed path wins).
-// The wide paths allocate whole padded planes: only for geometries whose
-// padded sizes are sane (absurd paddings or dilations take the banded paths,
-// whose scratch is bounded, instead of overflowing Hp * Wp).
+// The wide and padded-row paths allocate whole padded (phase) planes: only
+// for geometries whose planes are sane (absurd paddings or dilations take the
+// im2col paths, whose scratch is bounded, instead of overflowing Hp * Wp).
+// The bound is on all C * SH * SW phase planes of one image.
 inline bool wide_fits(const Conv2dParams& p) {
   constexpr i64 kSide = i64(1) << 20;
   const i64 hp = p.OH + p.DH * (p.KH - 1), wp = p.OW + p.DW * (p.KW - 1);
-  return p.OH < kSide && p.OW < kSide && p.DH < kSide && p.DW < kSide && p.KH < kSide &&
-         p.KW < kSide && hp < kSide && wp < kSide && p.C < kSide &&
-         double(p.C) * double(hp) * double(wp) < double(i64(1) << 34);
+  if (!(p.OH < kSide && p.OW < kSide && p.DH < kSide && p.DW < kSide && p.KH < kSide &&
+        p.KW < kSide && p.SH < kSide && p.SW < kSide && hp < kSide && wp < kSide && p.C < kSide))
+    return false;
+  const WideGeom g = wide_geom(p);
+  return double(p.C) * double(g.phases()) * double(g.plane) < double(i64(1) << 34);
 }
+
+// Worth it when most wide columns are real outputs, and the reduction is
+// long enough to amortise the compaction (for K < 32 the padded-row packer
+// below wins).
 
 inline bool use_wide(const Conv2dParams& p) {
   return wide_fits(p) && !p.is_pointwise() && phases_all_used(p) && p.K() >= 32 &&
@@ -273,16 +277,18 @@ void pad_image(const Conv2dParams& p, const WideGeom& g, const T* x, T* pad, i64
   }
 }
 
-// wide: the wide buffer (OCg x OH*Wp), unused when wide_direct.
+// kern and direct (wide_direct) are the caller's, decided once per call: the
+// scratch was sized for them (set_isa may switch the kernel meanwhile).
+// wide: the wide buffer (OCg x OH*Wp), unused when direct.
 template <typename T>
-void forward_image_wide(const Conv2dParams& p, const WideGeom& g, const i64* boff, const T* xn,
-                        const T* w, const T* b, T* yn, T* pad, T* wide, int gemm_threads) {
+void forward_image_wide(const Conv2dParams& p, const WideGeom& g, const GemmKernel<T>& kern,
+                        bool direct, const i64* boff, const T* xn, const T* w, const T* b, T* yn,
+                        T* pad, T* wide, int gemm_threads) {
   const i64 K = p.K(), OCg = p.OCg(), Cg = p.Cg(), OHW = p.OHW(), ldw = p.OH * g.Wp;
   const i64 cs = g.phases() * g.plane;  // elements per channel
-  const GemmKernel<T>& kern = active_gemm_kernel<T>();
   pad_image(p, g, xn, pad, cs, g.plane, gemm_threads);
   std::fill(pad + p.C * cs, pad + p.C * cs + kWideSlack, T(0));
-  if (wide_direct(g, p.OW, kern.nr)) {
+  if (direct) {
     if (b) {  // the products are added to the bias (beta = 1)
       const int nt = gemm_threads == 1 ? 1 : threads_for(double(p.OC) * OHW * sizeof(T), 1.0e6);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
@@ -346,8 +352,9 @@ struct PaddedRowsB {
 };
 
 // y_n = W * B for one image with B packed from its padded planes (the
-// shapes whose reduction is too short for the wide path: 1- or 3-channel
-// first layers).
+// shapes the wide path declines: reductions under 32, such as 1- or
+// 3-channel first layers, or maps where most wide columns would be dropped,
+// such as large dilations).
 template <typename T>
 void forward_image_padded(const Conv2dParams& p, const WideGeom& g, const i64* boff, const T* xn,
                           const T* w, T* yn, T* pad, int gemm_threads) {
@@ -456,10 +463,12 @@ void forward_all(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y
         for (i64 kx = 0; kx < p.KW; ++kx) boff[q++] = c * cs + tap_offset(p, g, ky, kx, g.plane);
     const i64 pad_elems = p.C * cs + kWideSlack;
     const i64 pad_alloc = (pad_elems + 15) & ~i64(15);
-    const bool direct = wide_direct(g, p.OW, active_gemm_kernel<T>().nr);
+    const GemmKernel<T>& kern = active_gemm_kernel<T>();
+    const bool direct = wide_direct(g, p.OW, kern.nr);
     const i64 wide_elems = direct ? 0 : p.OCg() * p.OH * g.Wp;
     for_each_image<T>(p, flops, pad_alloc + wide_elems, [&](i64 n, T* buf, int gt, int) {
-      forward_image_wide(p, g, boff.data(), x + n * xs, w, b, y + n * ys, buf, buf + pad_alloc, gt);
+      forward_image_wide(p, g, kern, direct, boff.data(), x + n * xs, w, b, y + n * ys, buf,
+                         buf + pad_alloc, gt);
     });
     return;
   }
@@ -692,10 +701,11 @@ namespace {
 // boundaries depend only on the shape. Two chunk kinds:
 //  * rows: chunk = a range of flattened output rows r = n*OH + oy; the chunk
 //    builds col[Ktot][L] explicitly and gathers dy into dyc[OC][L];
-//  * wide (stride 1): chunk = a range of images; their padded planes are laid
-//    out as P[C][nb][Hp][Wp] so tap (c, ky, kx) is one contiguous run of
-//    L = nb*Hp*Wp values at c*L + ky*DH*Wp + kx*DW, and dy is spread into the
-//    same wide layout with zeros at the positions that are not outputs.
+//  * wide (any stride whose phases are all read): chunk = a range of images;
+//    their padded phase planes are laid out as P[C][phase][nb][Hp][Wp] so tap
+//    (c, ky, kx) is one contiguous run of L = nb*Hp*Wp values at c*SH*SW*L +
+//    tap_offset(ky, kx, L), and dy is spread into the same wide layout with
+//    zeros at the positions that are not outputs.
 // A wide chunk with few images in the batch is a band of output rows of one
 // image instead (bands > 1): one image would be a single chunk, so split mode
 // would have nothing to run in parallel, and the GEMM's own threads would

@@ -18,8 +18,9 @@ void conv2d_forward(const Conv2dParams& p, const T* x, const T* w, const T* b, T
 
 // Forward convolutions of at most this many multiply-adds (N*OC*OH*OW*K)
 // run as direct loops: below it the GEMM's setup (packing, blocking, tile
-// bookkeeping) costs more than the arithmetic. 0 sends everything through
-// the GEMM paths (the tests use it to keep those covered on tiny shapes).
+// bookkeeping) costs more than the arithmetic. 0 sends everything with work
+// through the GEMM paths (the tests use it to keep those covered on tiny
+// shapes; an empty batch still takes the direct loops, which do nothing).
 inline std::atomic<long long> g_conv_direct_max{512};
 
 // dy [N][OC][OH][OW], w -> dx [N][C][H][W]
