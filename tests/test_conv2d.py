@@ -677,6 +677,10 @@ PHASE_CASES = [
     ConvCase("padded-rows-c3", 2, 3, 32, 32, 5, 3, 3, padding=1),
     ConvCase("padded-rows-c1-valid", 3, 1, 28, 28, 4, 3, 3),
     ConvCase("padded-rows-s2", 2, 2, 27, 26, 3, 3, 3, stride=2, padding=1),
+    # backward-weight by in-place dot products (long reduction per chunk,
+    # small OC x taps): chunks of 1024, a k % 8 tail, edge tiles of 4 x 3
+    ConvCase("dot-rows-c3", 8, 3, 32, 32, 5, 3, 3, padding=1),
+    ConvCase("dot-rows-s2-c2", 8, 2, 45, 47, 7, 5, 5, stride=2, padding=2),
 ]
 
 

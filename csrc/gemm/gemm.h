@@ -48,11 +48,20 @@ struct GemmKernel {
   // zero rows past mr. A convolution's weights and backward-weight's dy are
   // such rows; the portable path scatters them one value at a time.
   void (*pack_a6)(const T* a, i64 rsa, i64 mr, i64 kc, T* dst) = nullptr;
+  // Optional: C[i][j] := sum_p a[i][p] * b[j][p] + beta * C[i][j] with the
+  // rows of both operands read in place (row pointers, unit stride along
+  // p): vectors run along the reduction, so nothing is packed. For products
+  // whose reduction is long next to m and n (backward-weight), where packing
+  // each operand element for only m or n uses costs a large share.
+  void (*dot_rows)(i64 m, i64 n, i64 k, const T* const* a, const T* const* b, T beta, T* c,
+                   i64 ldc) = nullptr;
 };
 
 // AVX2 stream packer (ukernel_avx2.cpp); also used by the AVX-512 table.
 void spack_streams__avx2(const float* const* src, i64 kc, int nr, float* dst);
 void spack_a6__avx2(const float* a, i64 rsa, i64 mr, i64 kc, float* dst);
+void sdot_rows__avx2(i64 m, i64 n, i64 k, const float* const* a, const float* const* b, float beta,
+                     float* c, i64 ldc);
 
 // The kernel table: one entry per ISA and dtype (dispatch.cpp).
 template <typename T>

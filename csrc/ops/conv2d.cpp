@@ -854,7 +854,19 @@ void weight_chunk(const Conv2dParams& p, const WeightChunks& ch, i64 c, const T*
     for (i64 cc = 0, q = 0; cc < Cg; ++cc)
       for (i64 ky = 0; ky < p.KH; ++ky)
         for (i64 kx = 0; kx < p.KW; ++kx) coff[q++] = cc * cs + tap_offset(p, g, ky, kx, ps);
+    // In a serial chunk with a dot-product kernel, the rows are read in
+    // place: dw = dyw * taps^T has a long reduction (L) and a small m x n
+    // (OC x taps), so packing each element for its few uses cost a large
+    // share of the time.
+    const bool dot = kern.dot_rows && nthreads == 1 && L >= 512 && OCg * K <= 32768;
+    std::vector<const T*> rows_a(dot ? OCg : 0), rows_b(dot ? K : 0);
     for (i64 gi = 0; gi < p.G; ++gi) {
+      if (dot) {
+        for (i64 o = 0; o < OCg; ++o) rows_a[o] = dyw + (gi * OCg + o) * L;
+        for (i64 t = 0; t < K; ++t) rows_b[t] = P + gi * Cg * cs + coff[t];
+        kern.dot_rows(OCg, K, L, rows_a.data(), rows_b.data(), beta, out + gi * OCg * K, K);
+        continue;
+      }
       const ColOffsetsB<T> src{P + gi * Cg * cs, coff.data()};
       gemm_packed_b<T>(kern, OCg, K, L, dyw + gi * OCg * L, L, 1,
                        BPacker<T>{&ColOffsetsB<T>::pack, &src}, beta, out + gi * OCg * K, K, nthreads);
