@@ -425,8 +425,8 @@ template <typename T>
 void add_transposed(i64 m, i64 n, const T* Ct, T beta, T* C, i64 ldc, int nthreads) {
   constexpr i64 B = 16;
   const i64 bm = (m + B - 1) / B;
-  const int nt = nthreads > 0 ? std::min(nthreads, threads_for(double(m) * double(n) * 2 * sizeof(T), 1.0e6))
-                              : threads_for(double(m) * double(n) * 2 * sizeof(T), 1.0e6);
+  const int by_size = threads_for(double(m) * double(n) * 2 * sizeof(T), 1.0e6);
+  const int nt = nthreads > 0 ? std::min(nthreads, by_size) : by_size;
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
   for (i64 ib = 0; ib < bm; ++ib) {
     const i64 i0 = ib * B, i1 = std::min(m, i0 + B);

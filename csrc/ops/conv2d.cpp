@@ -174,6 +174,18 @@ inline i64 tap_offset(const Conv2dParams& p, const WideGeom& g, i64 ky, i64 kx, 
   return ((ry % g.SH) * g.SW + rx % g.SW) * phase_stride + (ry / g.SH) * g.Wp + rx / g.SW;
 }
 
+// Offsets of all K = Cg*KH*KW taps (c, ky, kx): c * chan_stride plus
+// tap_offset with the given phase stride.
+inline std::vector<i64> tap_offsets(const Conv2dParams& p, const WideGeom& g, i64 chan_stride,
+                                    i64 phase_stride) {
+  std::vector<i64> off(p.K());
+  for (i64 c = 0, q = 0; c < p.Cg(); ++c)
+    for (i64 ky = 0; ky < p.KH; ++ky)
+      for (i64 kx = 0; kx < p.KW; ++kx)
+        off[q++] = c * chan_stride + tap_offset(p, g, ky, kx, phase_stride);
+  return off;
+}
+
 // Every phase plane is read by some tap (else the split copies planes that
 // nothing uses: a 1x1 stride-2 conv reads a quarter of the image).
 inline bool phases_all_used(const Conv2dParams& p) {
@@ -457,10 +469,7 @@ void forward_all(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y
   if (use_wide(p)) {
     const WideGeom g = wide_geom(p);
     const i64 cs = g.phases() * g.plane;
-    std::vector<i64> boff(p.K());
-    for (i64 c = 0, q = 0; c < p.Cg(); ++c)
-      for (i64 ky = 0; ky < p.KH; ++ky)
-        for (i64 kx = 0; kx < p.KW; ++kx) boff[q++] = c * cs + tap_offset(p, g, ky, kx, g.plane);
+    const std::vector<i64> boff = tap_offsets(p, g, cs, g.plane);
     const i64 pad_elems = p.C * cs + kWideSlack;
     const i64 pad_alloc = (pad_elems + 15) & ~i64(15);
     const GemmKernel<T>& kern = active_gemm_kernel<T>();
@@ -475,10 +484,7 @@ void forward_all(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y
   if (!p.is_pointwise() && p.PT >= 0 && p.PL >= 0 && wide_fits(p) && phases_all_used(p)) {
     const WideGeom g = wide_geom(p);
     const i64 cs = g.phases() * g.plane;
-    std::vector<i64> boff(p.K());
-    for (i64 c = 0, q = 0; c < p.Cg(); ++c)
-      for (i64 ky = 0; ky < p.KH; ++ky)
-        for (i64 kx = 0; kx < p.KW; ++kx) boff[q++] = c * cs + tap_offset(p, g, ky, kx, g.plane);
+    const std::vector<i64> boff = tap_offsets(p, g, cs, g.plane);
     for_each_image<T>(p, flops, p.C * cs, [&](i64 n, T* buf, int gt, int) {
       forward_image_padded(p, g, boff.data(), x + n * xs, w, y + n * ys, buf, gt);
     });
@@ -850,10 +856,7 @@ void weight_chunk(const Conv2dParams& p, const WeightChunks& ch, i64 c, const T*
       }
     }
     std::fill(P + p.C * cs, P + p.C * cs + g.plane + kWideSlack, T(0));
-    std::vector<i64> coff(K);
-    for (i64 cc = 0, q = 0; cc < Cg; ++cc)
-      for (i64 ky = 0; ky < p.KH; ++ky)
-        for (i64 kx = 0; kx < p.KW; ++kx) coff[q++] = cc * cs + tap_offset(p, g, ky, kx, ps);
+    const std::vector<i64> coff = tap_offsets(p, g, cs, ps);
     // In a serial chunk with a dot-product kernel, the rows are read in
     // place: dw = dyw * taps^T has a long reduction (L) and a small m x n
     // (OC x taps), so packing each element for its few uses cost a large

@@ -19,32 +19,39 @@ using V = __m256;
 
 inline V set1(float x) { return _mm256_set1_ps(x); }
 
-// exp(x): x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial for e^r (Cephes
-// expf), 2^n applied in two halves so every n in [-126, 128] stays a normal
-// scale. Exact 0 below -87.3 and inf above 88.7 (as the portable exp_f32),
-// NaN stays NaN.
-inline V exp8(V x) {
-  const V lo = set1(-87.3f), hi = set1(88.7f);
-  const V xc = _mm256_min_ps(_mm256_max_ps(x, lo), hi);  // NaN -> lo (fixed below)
+// The core of exp for xc already clamped to [-87.3, 88.7]: xc = n ln2 + r,
+// |r| <= ln2/2, and the degree-6 polynomial for e^r (Cephes expf) in
+// Estrin's form (pairs, then r^2 and r^4: a shorter dependency chain than
+// Horner's, which bounded these kernels' speed). Returns e^r; *n gets n.
+inline V exp_reduced(V xc, __m256i* n) {
   const V fn = _mm256_round_ps(_mm256_mul_ps(xc, set1(1.44269504088896341f)),
                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   V r = _mm256_fnmadd_ps(fn, set1(0.693359375f), xc);
   r = _mm256_fnmadd_ps(fn, set1(-2.12194440e-4f), r);
-  // The polynomial in Estrin's form (pairs, then r^2 and r^4): a shorter
-  // dependency chain than Horner's, which bounded these kernels' speed.
   const V r2 = _mm256_mul_ps(r, r), r4 = _mm256_mul_ps(r2, r2);
   const V q0 = _mm256_fmadd_ps(set1(1.6666665459E-1f), r, set1(5.0000001201E-1f));
   const V q1 = _mm256_fmadd_ps(set1(8.3334519073E-3f), r, set1(4.1665795894E-2f));
   const V q2 = _mm256_fmadd_ps(set1(1.9875691500E-4f), r, set1(1.3981999507E-3f));
   const V p = _mm256_fmadd_ps(q2, r4, _mm256_fmadd_ps(q1, r2, q0));
-  const V er = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, set1(1.0f)));
-  const __m256i n = _mm256_cvtps_epi32(fn);
+  *n = _mm256_cvtps_epi32(fn);
+  return _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, set1(1.0f)));
+}
+
+// 2^n as a float, for n in [-126, 127].
+inline V pow2i(__m256i n) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23));
+}
+
+// exp(x), 2^n applied in two halves so every n in [-126, 128] stays a
+// normal scale. Exact 0 below -87.3 and inf above 88.7 (as the portable
+// exp_f32), NaN stays NaN.
+inline V exp8(V x) {
+  const V lo = set1(-87.3f), hi = set1(88.7f);
+  const V xc = _mm256_min_ps(_mm256_max_ps(x, lo), hi);  // NaN -> lo (fixed below)
+  __m256i n;
+  const V er = exp_reduced(xc, &n);
   const __m256i n1 = _mm256_srai_epi32(n, 1);
-  const __m256i n2 = _mm256_sub_epi32(n, n1);
-  const __m256i bias = _mm256_set1_epi32(127);
-  const V s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
-  const V s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
-  V y = _mm256_mul_ps(_mm256_mul_ps(er, s1), s2);
+  V y = _mm256_mul_ps(_mm256_mul_ps(er, pow2i(n1)), pow2i(_mm256_sub_epi32(n, n1)));
   y = _mm256_blendv_ps(y, _mm256_setzero_ps(), _mm256_cmp_ps(x, lo, _CMP_LT_OQ));
   y = _mm256_blendv_ps(y, set1(std::numeric_limits<float>::infinity()), _mm256_cmp_ps(x, hi, _CMP_GT_OQ));
   return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
@@ -53,23 +60,12 @@ inline V exp8(V x) {
 // exp(x) for x <= 0 (sigmoid's -|x|, the normal density and erfc; right for
 // any x < 88), NaN mapped to 0 (callers restore NaN with keep_nan). With no
 // overflow side, 2^n is one normal scale (n >= -126 above the clamp) and the
-// inf / NaN blends go. Same polynomial as exp8.
+// inf / NaN blends go.
 inline V exp_nonpos8(V x) {
   const V lo = set1(-87.3f);
-  const V xc = _mm256_max_ps(x, lo);  // NaN -> lo
-  const V fn = _mm256_round_ps(_mm256_mul_ps(xc, set1(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  V r = _mm256_fnmadd_ps(fn, set1(0.693359375f), xc);
-  r = _mm256_fnmadd_ps(fn, set1(-2.12194440e-4f), r);
-  const V r2 = _mm256_mul_ps(r, r), r4 = _mm256_mul_ps(r2, r2);
-  const V q0 = _mm256_fmadd_ps(set1(1.6666665459E-1f), r, set1(5.0000001201E-1f));
-  const V q1 = _mm256_fmadd_ps(set1(8.3334519073E-3f), r, set1(4.1665795894E-2f));
-  const V q2 = _mm256_fmadd_ps(set1(1.9875691500E-4f), r, set1(1.3981999507E-3f));
-  const V p = _mm256_fmadd_ps(q2, r4, _mm256_fmadd_ps(q1, r2, q0));
-  const V er = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, set1(1.0f)));
-  const __m256i n = _mm256_cvtps_epi32(fn);
-  const V s = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23));
-  return _mm256_andnot_ps(_mm256_cmp_ps(x, lo, _CMP_NGE_UQ), _mm256_mul_ps(er, s));
+  __m256i n;
+  const V er = exp_reduced(_mm256_max_ps(x, lo), &n);  // NaN -> lo
+  return _mm256_andnot_ps(_mm256_cmp_ps(x, lo, _CMP_NGE_UQ), _mm256_mul_ps(er, pow2i(n)));
 }
 
 inline V absv(V x) { return _mm256_andnot_ps(set1(-0.0f), x); }
