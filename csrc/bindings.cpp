@@ -735,15 +735,24 @@ NCS ncs_of(const py::array& x) {
   return v;
 }
 
-void py_bn_stats(const py::array& x, py::array& mean, py::array& var) {
-  const DType d = same_contig({{&x, "input"}, {&mean, "mean"}, {&var, "var"}});
+void py_bn_train(const py::array& x, double eps, const py::object& w, const py::object& b,
+                 py::array& y, py::array& mean, py::array& var, py::array& invstd) {
+  const DType d = same_contig({{&x, "input"}, {&y, "out"}, {&mean, "mean"}, {&var, "var"},
+                               {&invstd, "invstd"}});
+  require_writable(y, "out");
+  require_size(y, x.size(), "out");
   const NCS v = ncs_of(x);
   check_channel_vec(d, mean, v.C, "mean", true);
   check_channel_vec(d, var, v.C, "var", true);
+  check_channel_vec(d, invstd, v.C, "invstd", true);
+  check_channel_vec(d, w, v.C, "weight", false);
+  check_channel_vec(d, b, v.C, "bias", false);
   py::gil_scoped_release nogil;
   with_dtype(d, [&](auto z) {
     using T = decltype(z);
-    batch_norm_stats<T>(ptr<T>(x), v.N, v.C, v.S, mut_ptr<T>(mean), mut_ptr<T>(var));
+    batch_norm_train_forward<T>(ptr<T>(x), v.N, v.C, v.S, T(eps), opt_ptr<T>(w), opt_ptr<T>(b),
+                                mut_ptr<T>(y), mut_ptr<T>(mean), mut_ptr<T>(var),
+                                mut_ptr<T>(invstd));
   });
 }
 
@@ -947,7 +956,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("pad_backward", [](const py::array& dy, py::array& dx, i64 l, i64 r, i64 t, i64 b, int mode) {
     py_pad(true, dy, dx, l, r, t, b, mode, 0.0);
   });
-  m.def("batch_norm_stats", &py_bn_stats);
+  m.def("batch_norm_train", &py_bn_train);
   m.def("batch_norm_normalize", &py_bn_normalize);
   m.def("batch_norm_backward", &py_bn_backward);
   m.def("linear_forward", &py_linear_forward);

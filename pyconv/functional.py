@@ -1303,9 +1303,10 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if training:
         if count <= 1:
             raise ValueError(f"expected more than 1 value per channel when training, got input shape {x.shape}")
-        mean = np.empty(C, dtype=cdt)
-        var = np.empty(C, dtype=cdt)
-        _C.batch_norm_stats(xc, mean, var)
+        mean, var, invstd = (np.empty(C, dtype=cdt) for _ in range(3))
+        y = np.empty_like(xc)
+        # statistics, invstd = 1 / sqrt(var + eps) (in cdt) and y in one pass per channel
+        _C.batch_norm_train(xc, eps, w, b, y, mean, var, invstd)
         if running_mean is not None:
             running_mean *= 1 - momentum
             running_mean += momentum * mean
@@ -1313,11 +1314,11 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
             running_var *= 1 - momentum
             running_var += momentum * var * (count / (count - 1))
     else:
-        mean, var = rm, rv
-    invstd = (1.0 / np.sqrt(var + eps)).astype(cdt)
-    y = np.empty_like(xc)
-    if y.size:
-        _C.batch_norm_normalize(xc, np.ascontiguousarray(mean, cdt), invstd, w, b, y)
+        invstd = (1.0 / np.sqrt(rv + eps)).astype(cdt)
+        y = np.empty_like(xc)
+        if y.size:
+            _C.batch_norm_normalize(xc, np.ascontiguousarray(rm, cdt), invstd, w, b, y)
+        mean = rm
     y = _finish(y, rdt)
     return (y, mean.astype(cdt, copy=True), invstd) if return_stats else y
 

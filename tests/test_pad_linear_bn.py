@@ -1054,11 +1054,13 @@ class TestBatchNormErrors:
             bw(dy.astype(np.complex128), x, w, m, s)
 
 
-@pytest.mark.parametrize("S", [1, 7, 8, 29, 64])
+@pytest.mark.parametrize("S", [1, 7, 8, 29, 31, 32, 33, 64, 100, 255, 256, 257, 300, 1000])
 def test_batch_norm_simd_reductions_match_portable_bits(S):
     """float32 batch-norm statistics and backward run their reductions on AVX2
-    in the portable loops' order (eight double partial sums, the tail into the
-    first ones): the results are the same bits on every ISA."""
+    in the portable loops' order (blocks of 256 values, 32 float lanes, the
+    tail into the first ones, the same fold and merge): the results are the
+    same bits on every ISA, on both sides of the 32-value row / column
+    switch and of the 256-value blocks."""
     rng = np.random.default_rng(S)
     N, C = 3, 5
     x = (rng.standard_normal((N, C, S)) * 3 + 1).astype(np.float32)
@@ -1080,3 +1082,89 @@ def test_batch_norm_simd_reductions_match_portable_bits(S):
     for isa, got in out.items():
         for a, c in zip(got, ref):
             np.testing.assert_array_equal(a, c, err_msg=isa)
+
+
+# Shapes on both walks (rows of >= 32 values; shorter rows by columns), odd
+# sizes around the 32-lane groups, the 256-value blocks and the 8-row blocks.
+BN_WIDE_SHAPES = [(3, 5, 300), (9, 4, 33), (2, 3, 16, 16), (5, 6, 1000), (300, 37), (17, 9, 5),
+                  (64, 3, 2, 2), (1, 2, 257)]
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("shape", BN_WIDE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_batch_norm_larger_shapes_every_isa(shape, training, isa):
+    for dtype in DTYPES:
+        x, w, b, rm, rv = _bn_arrays(shape, 110, dtype)
+        y_ref, m_ref, s_ref, nrm_ref, nrv_ref = batch_norm_ref(x, rm, rv, w, b, training, 0.1, 1e-5)
+        y, sm, si = pyconv.batch_norm(x, rm, rv, w, b, training=training, return_stats=True)
+        for got, ref, what in ((y, y_ref, "y"), (sm, m_ref, "mean"), (si, s_ref, "invstd"),
+                               (rm, nrm_ref, "running_mean"), (rv, nrv_ref, "running_var")):
+            assert_close(got, ref, dtype, what)
+        dy = rnd(shape, 111, dtype)
+        refs = batch_norm_backward_ref(dy, x, w, m_ref, s_ref, training)
+        for mask in ((True, True, True), (True, False, False), (False, True, True)):
+            got = pyconv.batch_norm_backward(dy, x, w, sm, si, training=training, output_mask=mask)
+            for g, r, m, what in zip(got, refs, mask, ("dx", "dw", "db")):
+                if m:
+                    assert_close(g, r, dtype, what)
+                else:
+                    assert g is None
+
+
+@pytest.mark.parametrize("shape", [(8, 3, 40), (16, 2, 5), (256, 3)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("kind", ["offset", "drift", "outlier"])
+def test_batch_norm_float32_statistics_are_robust(shape, kind, isa):
+    """The float32 statistics sum in float only about each block's own mean:
+    a mean 10^4 deviations away (offset), images whose means differ by
+    hundreds of deviations (drift), and a first value far out (outlier, the
+    start of the channel) keep float32 accuracy."""
+    rng = np.random.default_rng(7)
+    x64 = rng.standard_normal(shape)
+    if kind == "offset":
+        x64 += 1.0e4
+    elif kind == "drift":
+        x64 += 300.0 * np.arange(shape[0]).reshape((-1,) + (1,) * (len(shape) - 1))
+    else:
+        x64.reshape(shape[0], shape[1], -1)[0, :, 0] = 1.0e4
+    x = x64.astype(np.float32)
+    C = shape[1]
+    rm, rv = np.zeros(C, np.float32), np.ones(C, np.float32)
+    y, sm, si = pyconv.batch_norm(x, rm, rv, training=True, return_stats=True)
+    axes = tuple(i for i in range(x.ndim) if i != 1)
+    xd = x.astype(np.float64)
+    mean, var = xd.mean(axis=axes), xd.var(axis=axes)
+    np.testing.assert_allclose(sm, mean, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(1.0 / si.astype(np.float64) ** 2 - 1e-5, var, rtol=2e-5)
+    shp = [1] * x.ndim
+    shp[1] = C
+    scale = 1 / np.sqrt(var.reshape(shp) + 1e-5)
+    y_ref = (xd - mean.reshape(shp)) * scale
+    # y = x * scale + shift, as PyTorch: a few float32 ulp of x * scale
+    tol = 1e-4 * np.abs(y_ref).max() + 8 * 2.0 ** -24 * np.abs(xd * scale).max()
+    np.testing.assert_allclose(y, y_ref, rtol=1e-4, atol=tol)
+
+
+@pytest.mark.parametrize("shape", [(9, 70, 40), (300, 37), (7, 130, 2, 3)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_batch_norm_walks_thread_count_independence(shape, restore_threads):
+    x, w, b, rm, rv = _bn_arrays(shape, 112, np.float32)
+    dy = rnd(shape, 113, np.float32)
+
+    def both():
+        y, sm, si = pyconv.batch_norm(x, rm.copy(), rv.copy(), w, b, training=True, return_stats=True)
+        return (y, sm, si) + tuple(pyconv.batch_norm_backward(dy, x, w, sm, si))
+
+    r1, r2 = run_1_and_2_threads(both)
+    assert_same_bits(r1, r2, "batch norm")
+
+
+def test_batch_norm_non_finite_input():
+    x = np.ones((4, 3, 40), np.float32)
+    x[1, 0, 5] = np.inf
+    x[2, 1, 0] = np.nan
+    rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
+    y, sm, si = pyconv.batch_norm(x, rm, rv, training=True, return_stats=True)
+    # PyTorch's mean is inf for channel 0, ours NaN; both give NaN outputs
+    assert not np.isfinite(sm[0]) and np.isnan(si[0]) and np.isnan(y[:, 0]).all()
+    assert np.isnan(sm[1]) and np.isnan(si[1]) and np.isnan(y[:, 1]).all()
+    assert sm[2] == 1.0 and np.isfinite(y[:, 2]).all()

@@ -1,35 +1,93 @@
-// batchnorm.cpp - see batchnorm.h. Parallel over channels; every reduction
-// runs in a fixed order inside one thread (deterministic for any thread count).
+// batchnorm.cpp - see batchnorm.h. Every reduction runs in a fixed order
+// inside one thread (deterministic for any thread count).
+//
+// Memory traffic bounds these ops. The statistics (and the backward's sums)
+// are one pass per channel, walking memory in order: rows of 32 or more
+// values (the per-image planes of a conv net) through the row kernels, a
+// block of channels image by image; shorter rows ((N, C) input, tiny maps)
+// as columns of the (N, C*S) matrix. Then one element-wise pass in memory
+// order writes y (or dx), shared between threads by rows.
+//
+// The float32 sums are taken in float over blocks of 8 values per lane and
+// added to double partial sums after each block: converting every value to
+// double bound the AVX2 kernels to half the memory bandwidth, and a block
+// of 8 float additions stays within a few float32 ulp.
 #include "ops/batchnorm.h"
 
+#include <omp.h>
+
 #include <algorithm>
+#include <cmath>
 #include <type_traits>
+#include <vector>
 
 #include "cpu/parallel.h"
+#include "ops/bn_kernels.h"
 #include "ops/vmath.h"
 
 namespace pyconv {
 namespace {
-// Eight independent double partial sums (one serial chain is add-latency
-// bound, about 3 GB/s); callers fold them with fold8 in a fixed order.
-constexpr int kP = 8;
+constexpr int kL = 32;           // partial sums per row (lane l takes i = l mod 32)
+constexpr i64 kBlock = 8 * kL;   // values per lane-block (8 per lane)
+constexpr i64 kShortRow = 32;    // rows shorter than this take the column path
 
-inline double fold8(const double* a) {
-  return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+
+// The portable loops of the VMathF32 batch-norm kernels (vmath.h), in the
+// same order of operations: over the full groups of 32, blocks of up to 8
+// groups accumulate per lane in T, then add to the double sums; the last
+// n mod 32 values go straight into acc[0..].
+// The portable loop of VMathF32::bn_row_stats (vmath.h), same order of
+// operations: blocks of kBlock values; in each, the sum, and then the sums
+// of the deviations from the block's mean and of their squares, over 32
+// lanes (lane l = i mod 32 over the full groups, the rest into lanes 0..),
+// folded by fold_lanes; each block merged into st (merge_stats).
+template <typename T>
+void row_stats(const T* x, i64 n, double* st) {
+  for (i64 i0 = 0; i0 < n; i0 += kBlock) {
+    const i64 nb = std::min(kBlock, n - i0), full = nb - nb % kL;
+    const T* xb = x + i0;
+    T a[kL] = {};
+    for (i64 i = 0; i < full; i += kL)
+      for (int l = 0; l < kL; ++l) a[l] += xb[i + l];
+    for (i64 i = full; i < nb; ++i) a[i - full] += xb[i];
+    const T mb = fold_lanes(a) / T(nb);
+    T q[kL] = {};
+    std::fill(a, a + kL, T(0));
+    for (i64 i = 0; i < full; i += kL)
+      for (int l = 0; l < kL; ++l) {
+        const T d = xb[i + l] - mb;
+        a[l] += d;
+        q[l] += d * d;
+      }
+    for (i64 i = full; i < nb; ++i) {
+      const T d = xb[i] - mb;
+      a[i - full] += d;
+      q[i - full] += d * d;
+    }
+    merge_stats(st, double(nb), double(mb), double(fold_lanes(a)), double(fold_lanes(q)));
+  }
 }
 
-// acc[k] += sum of f(i) over i = k mod 8 (the tail goes to acc[0..]).
-template <typename F>
-inline void accumulate8(i64 n, double* acc, F f) {
+template <typename T>
+void grad_sums(const T* g, const T* x, i64 n, T m, double* a1, double* a2) {
+  const i64 full = n - n % kL;
   i64 i = 0;
-  for (; i + kP <= n; i += kP)
-    for (int k = 0; k < kP; ++k) acc[k] += f(i + k);
-  for (int k = 0; i < n; ++i, ++k) acc[k] += f(i);
+  while (i < full) {
+    T a[kL] = {}, b[kL] = {};
+    for (const i64 end = std::min(full, i + kBlock); i < end; i += kL)
+      for (int l = 0; l < kL; ++l) {
+        a[l] += g[i + l];
+        b[l] += g[i + l] * (x[i + l] - m);
+      }
+    for (int l = 0; l < kL; ++l) a1[l] += double(a[l]), a2[l] += double(b[l]);
+  }
+  for (int l = 0; i < n; ++i, ++l) {
+    a1[l] += double(g[i]);
+    a2[l] += double(g[i] * (x[i] - m));
+  }
 }
-}  // namespace
 
-// The float32 SIMD table for the reductions below (same order of
-// operations, 4 doubles per instruction), or nullptr.
+// The float32 SIMD table for the loops here, or nullptr.
 template <typename T>
 inline const VMathF32* bn_simd() {
   if constexpr (std::is_same_v<T, float>) return vmath_f32();
@@ -37,108 +95,301 @@ inline const VMathF32* bn_simd() {
 }
 
 template <typename T>
-void batch_norm_stats(const T* x, i64 N, i64 C, i64 S, T* mean, T* var) {
-  const int nt = (int)std::min<i64>(C, threads_for(double(N) * C * S * 2 * sizeof(T), 1.0e6));
-  const VMathF32* vm = bn_simd<T>();
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-  for (i64 c = 0; c < C; ++c) {
-    double acc[kP] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (i64 n = 0; n < N; ++n) {
-      const T* __restrict xp = x + (n * C + c) * S;
-      if constexpr (std::is_same_v<T, float>)
-        if (vm) {
-          vm->sum8(xp, S, acc);
-          continue;
-        }
-      accumulate8(S, acc, [&](i64 i) { return double(xp[i]); });
-    }
-    const double m = fold8(acc) / double(N * S);
-    double vacc[kP] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (i64 n = 0; n < N; ++n) {
-      const T* __restrict xp = x + (n * C + c) * S;
-      if constexpr (std::is_same_v<T, float>)
-        if (vm) {
-          vm->sqdev8(xp, S, m, vacc);
-          continue;
-        }
-      accumulate8(S, vacc, [&](i64 i) {
-        const double d = double(xp[i]) - m;
-        return d * d;
-      });
-    }
-    const double v = fold8(vacc);
-    mean[c] = T(m);
-    var[c] = T(v / double(N * S));
+void row_stats(const VMathF32* vm, const T* x, i64 n, double* st) {
+  if constexpr (std::is_same_v<T, float>)
+    if (vm) return vm->bn_row_stats(x, n, st);
+  row_stats(x, n, st);
+}
+
+template <typename T>
+void row_grad_sums(const VMathF32* vm, const T* g, const T* x, i64 n, T m, double* a1, double* a2) {
+  if constexpr (std::is_same_v<T, float>)
+    if (vm) return vm->bn_grad_sums(g, x, n, m, a1, a2);
+  grad_sums(g, x, n, m, a1, a2);
+}
+
+// y = x * s + t
+template <typename T>
+void affine_row(const VMathF32* vm, const T* __restrict x, i64 n, T s, T t, T* __restrict y) {
+  if constexpr (std::is_same_v<T, float>)
+    if (vm) return vm->bn_affine(x, n, s, t, y);
+  for (i64 i = 0; i < n; ++i) y[i] = x[i] * s + t;
+}
+
+// d = k * (g - a - (x - m) * bc)
+template <typename T>
+void dx_row(const VMathF32* vm, const T* __restrict g, const T* __restrict x, i64 n, T k, T a, T m,
+            T bc, T* __restrict d) {
+  if constexpr (std::is_same_v<T, float>)
+    if (vm) return vm->bn_dx(g, x, n, k, a, m, bc, d);
+  for (i64 i = 0; i < n; ++i) d[i] = k * (g[i] - a - (x[i] - m) * bc);
+}
+
+// mean, biased var and invstd from st (merge_stats, bn_kernels.h).
+template <typename T>
+void finish_stats(const double* st, T eps, T* mean, T* var, T* invstd) {
+  const double n = st[0], dm = st[2] / n;
+  double v = (st[3] - st[2] * dm) / n;
+  if (v < 0) v = 0;  // rounding; NaN stays NaN
+  *mean = T(st[1] + dm);
+  *var = T(v);
+  *invstd = T(1) / std::sqrt(*var + eps);
+}
+
+template <typename T>
+inline void channel_coefs(const T* mean, const T* invstd, const T* w, const T* b, i64 c, T* scale,
+                          T* shift) {
+  *scale = invstd[c] * (w ? w[c] : T(1));
+  *shift = (b ? b[c] : T(0)) - mean[c] * *scale;
+}
+
+// The dx coefficients of channel c: k = w*invstd, and (training) a = mean(dy),
+// bc = mean(dy * (x - mean)) * invstd^2, so dx = k * (dy - a - (x - mean) * bc).
+template <typename T>
+void grad_coefs(const T* invstd, const T* w, i64 c, double sdy, double sdyx, double M, T* k, T* a,
+                T* bc) {
+  const double is = invstd[c], wc = w ? double(w[c]) : 1.0;
+  *k = T(wc * is);
+  *a = T(sdy / M);
+  *bc = T(sdyx * is * is / M);
+}
+
+// Threads' shares of the channels: [C * t / nt, C * (t + 1) / nt).
+template <typename F>
+void over_channel_ranges(i64 C, int nt, F f) {
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    const int t = omp_get_thread_num(), n = omp_get_num_threads();
+    f(C * t / n, C * (t + 1) / n);
   }
+}
+
+// f(n) for every row n of the (N, C*S) matrix, rows shared between threads.
+template <typename F>
+void over_rows(i64 N, i64 CS, double bytes_per_value, F f) {
+  const int nt = threads_for(double(N) * CS * bytes_per_value, 1.0e6);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (i64 n = 0; n < N; ++n) f(n);
+}
+
+// Column path of the sums: for the channels [c0, c1), per-channel totals of
+// f over all N rows into t1 / t2. f(off, w, a, b) adds the terms of the
+// w <= 16 values at offset off into the T sums a[0..w) / b[0..w); columns
+// are walked in blocks of whole channels, rows in blocks of 8 (T sums),
+// then into doubles.
+template <typename T, typename F>
+void column_sums(i64 N, i64 C, i64 S, i64 c0, i64 c1, F f, double* t1, double* t2) {
+  const i64 per = std::max<i64>(1, 512 / S);  // channels per block
+  std::vector<double> da(per * S), db(per * S);
+  for (i64 cb = c0; cb < c1; cb += per) {
+    const i64 nc = std::min(per, c1 - cb), w = nc * S, j0 = cb * S;
+    std::fill(da.begin(), da.begin() + w, 0.0);
+    std::fill(db.begin(), db.begin() + w, 0.0);
+    for (i64 n0 = 0; n0 < N; n0 += 8) {
+      const i64 n1 = std::min(N, n0 + 8);
+      for (i64 j = 0; j < w; j += 16) {  // strips of 16 columns, the sums in registers
+        T a[16] = {}, b[16] = {};
+        if (j + 16 <= w)
+          for (i64 n = n0; n < n1; ++n) f(n * C * S + j0 + j, i64(16), a, b);
+        else
+          for (i64 n = n0; n < n1; ++n) f(n * C * S + j0 + j, w - j, a, b);
+        for (i64 l = 0; l < std::min<i64>(16, w - j); ++l)
+          da[j + l] += double(a[l]), db[j + l] += double(b[l]);
+      }
+    }
+    for (i64 c = 0; c < nc; ++c) {
+      double s = 0, q = 0;
+      for (i64 i = 0; i < S; ++i) s += da[c * S + i], q += db[c * S + i];
+      t1[cb + c] = s;
+      t2[cb + c] = q;
+    }
+  }
+}
+
+// Per-column copies of per-channel values: out[c * S + i] = v[c].
+template <typename T>
+std::vector<T> per_column(const std::vector<T>& v, i64 S) {
+  std::vector<T> out(v.size() * S);
+  for (size_t c = 0; c < v.size(); ++c) std::fill_n(out.begin() + c * S, S, v[c]);
+  return out;
+}
+
+// The sums of rows of S >= kShortRow values for the channels [c0, c1), in
+// blocks of up to 64 channels, image by image, so the walk is in memory
+// order: a walk by channel, one page-sized row after another C * S apart,
+// ran at a third of the bandwidth. (Normalising each block straight after
+// its sums, while it is in cache, measured slower than a second pass in
+// memory order.) Each row goes through row(off, a, b), adding into its
+// channel's 32 + 32 partial sums.
+template <typename Row>
+void row_block_sums(i64 N, i64 C, i64 S, i64 c0, i64 c1, Row row, double* t1, double* t2) {
+  const i64 cb = std::clamp<i64>(16384 / S, 1, 64);  // runs of >= 64 KiB of float32
+  std::vector<double> acc(2 * kL * cb);
+  for (i64 b0 = c0; b0 < c1; b0 += cb) {
+    const i64 nc = std::min(cb, c1 - b0);
+    std::fill(acc.begin(), acc.end(), 0.0);
+    for (i64 n = 0; n < N; ++n)
+      for (i64 c = 0; c < nc; ++c)
+        row((n * C + b0 + c) * S, acc.data() + 2 * kL * c, acc.data() + 2 * kL * c + kL);
+    for (i64 c = 0; c < nc; ++c) {
+      t1[b0 + c] = fold_lanes(acc.data() + 2 * kL * c);
+      t2[b0 + c] = fold_lanes(acc.data() + 2 * kL * c + kL);
+    }
+  }
+}
+
+// Per-channel sums over x (and g: tensors = 2) into t1 / t2 by the row or
+// the column walk, the channels shared between threads: row as
+// row_block_sums's, col as column_sums's f.
+template <typename T, typename Row, typename Col>
+void channel_sums(i64 N, i64 C, i64 S, int tensors, Row row, Col col, double* t1, double* t2) {
+  const int nt = (int)std::min<i64>(C, threads_for(double(N) * C * S * sizeof(T) * tensors, 1.0e6));
+  over_channel_ranges(C, nt, [&](i64 c0, i64 c1) {
+    if (S >= kShortRow)
+      row_block_sums(N, C, S, c0, c1, row, t1, t2);
+    else
+      column_sums<T>(N, C, S, c0, c1, col, t1, t2);
+  });
+}
+}  // namespace
+
+namespace {
+// Column path of the statistics for the channels [c0, c1): per column of
+// the (N, C*S) matrix, blocks of 8 rows (mean, then squared deviations from
+// it, in T) merged into the channel's st[4c..4c+4) (merge_stats), the
+// blocks of its S columns in column order, row block by row block.
+template <typename T>
+void column_stats(const T* x, i64 N, i64 C, i64 S, i64 c0, i64 c1, double* st) {
+  const i64 per = std::max<i64>(1, 512 / S), CS = C * S;  // channels per block
+  for (i64 cb = c0; cb < c1; cb += per) {
+    const i64 nc = std::min(per, c1 - cb), w = nc * S, j0 = cb * S;
+    for (i64 n0 = 0; n0 < N; n0 += 8) {
+      const i64 n1 = std::min(N, n0 + 8);
+      for (i64 j = 0; j < w; j += 16) {
+        const i64 wd = std::min<i64>(16, w - j);
+        T a[16] = {}, q[16] = {};
+        for (i64 n = n0; n < n1; ++n) {
+          const T* __restrict xr = x + n * CS + j0 + j;
+          for (i64 l = 0; l < wd; ++l) a[l] += xr[l];
+        }
+        T m[16], sd[16] = {};
+        for (i64 l = 0; l < wd; ++l) m[l] = a[l] / T(n1 - n0);
+        for (i64 n = n0; n < n1; ++n) {
+          const T* __restrict xr = x + n * CS + j0 + j;
+          for (i64 l = 0; l < wd; ++l) {
+            const T d = xr[l] - m[l];
+            sd[l] += d;
+            q[l] += d * d;
+          }
+        }
+        for (i64 l = 0; l < wd; ++l)
+          merge_stats(st + 4 * (cb + (j + l) / S), double(n1 - n0), double(m[l]), double(sd[l]),
+                      double(q[l]));
+      }
+    }
+  }
+}
+}  // namespace
+
+template <typename T>
+void batch_norm_train_forward(const T* x, i64 N, i64 C, i64 S, T eps, const T* w, const T* b, T* y,
+                              T* mean, T* var, T* invstd) {
+  if (C <= 0) return;
+  const VMathF32* vm = bn_simd<T>();
+  std::vector<double> st(4 * C, 0.0);  // per channel, see merge_stats
+  const int nt = (int)std::min<i64>(C, threads_for(double(N) * C * S * sizeof(T), 1.0e6));
+  over_channel_ranges(C, nt, [&](i64 c0, i64 c1) {
+    if (S < kShortRow) return column_stats(x, N, C, S, c0, c1, st.data());
+    // blocks of channels image by image (see row_block_sums)
+    const i64 cb = std::clamp<i64>(16384 / S, 1, 64);
+    for (i64 b0 = c0; b0 < c1; b0 += cb)
+      for (i64 n = 0; n < N; ++n)
+        for (i64 c = b0; c < std::min(c1, b0 + cb); ++c)
+          row_stats(vm, x + (n * C + c) * S, S, st.data() + 4 * c);
+  });
+  for (i64 c = 0; c < C; ++c) finish_stats(st.data() + 4 * c, eps, mean + c, var + c, invstd + c);
+  batch_norm_normalize(x, N, C, S, mean, invstd, w, b, y);
 }
 
 template <typename T>
 void batch_norm_normalize(const T* x, i64 N, i64 C, i64 S, const T* mean, const T* invstd,
                           const T* w, const T* b, T* y) {
-  const i64 rows = N * C;
-  const int nt = threads_for(double(rows) * S * 2 * sizeof(T), 1.0e6);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-  for (i64 r = 0; r < rows; ++r) {
-    const i64 c = r % C;
-    const T scale = invstd[c] * (w ? w[c] : T(1));
-    const T shift = (b ? b[c] : T(0)) - mean[c] * scale;
-    const T* __restrict xp = x + r * S;
-    T* __restrict yp = y + r * S;
-    for (i64 i = 0; i < S; ++i) yp[i] = xp[i] * scale + shift;
+  std::vector<T> sc(C), sh(C);
+  for (i64 c = 0; c < C; ++c) channel_coefs(mean, invstd, w, b, c, &sc[c], &sh[c]);
+  if (S < kShortRow) {
+    const std::vector<T> scol = per_column(sc, S), tcol = per_column(sh, S);
+    const i64 CS = C * S;
+    return over_rows(N, CS, 2 * sizeof(T), [&](i64 n) {
+      const T* __restrict xr = x + n * CS;
+      T* __restrict yr = y + n * CS;
+      for (i64 j = 0; j < CS; ++j) yr[j] = xr[j] * scol[j] + tcol[j];
+    });
   }
+  const VMathF32* vm = bn_simd<T>();
+  over_rows(N * C, S, 2 * sizeof(T), [&](i64 r) {
+    affine_row(vm, x + r * S, S, sc[r % C], sh[r % C], y + r * S);
+  });
 }
 
 template <typename T>
 void batch_norm_backward(const T* dy, const T* x, i64 N, i64 C, i64 S, const T* mean,
                          const T* invstd, const T* w, bool training, T* dx, T* dw, T* db) {
-  const int nt = (int)std::min<i64>(C, threads_for(double(N) * C * S * 3 * sizeof(T), 1.0e6));
-  const double M = double(N * S);
+  if (C <= 0) return;
   const VMathF32* vm = bn_simd<T>();
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-  for (i64 c = 0; c < C; ++c) {
-    double a1[kP] = {0, 0, 0, 0, 0, 0, 0, 0}, a2[kP] = {0, 0, 0, 0, 0, 0, 0, 0};
-    const double mc = double(mean[c]);
-    for (i64 n = 0; n < N; ++n) {
-      const T* __restrict g = dy + (n * C + c) * S;
-      const T* __restrict xp = x + (n * C + c) * S;
-      if constexpr (std::is_same_v<T, float>)
-        if (vm) {
-          vm->sum_dot_dev8(g, xp, S, mc, a1, a2);
-          continue;
-        }
-      accumulate8(S, a1, [&](i64 i) { return double(g[i]); });
-      accumulate8(S, a2, [&](i64 i) { return double(g[i]) * (double(xp[i]) - mc); });
-    }
-    const double sdy = fold8(a1), sdyx = fold8(a2);  // sum(dy), sum(dy * (x - mean))
-    const double is = invstd[c], wc = w ? double(w[c]) : 1.0;
-    if (db) db[c] = T(sdy);
-    if (dw) dw[c] = T(sdyx * is);
-    if (!dx) continue;
-    if (!training) {
-      const T k = T(wc * is);
-      for (i64 n = 0; n < N; ++n) {
-        const T* g = dy + (n * C + c) * S;
-        T* d = dx + (n * C + c) * S;
-        for (i64 i = 0; i < S; ++i) d[i] = g[i] * k;
-      }
-      continue;
-    }
-    // dx = w*invstd * (dy - mean(dy) - xhat * mean(dy * xhat))
-    const T k = T(wc * is);
-    const T a = T(sdy / M);
-    const T bcoef = T(sdyx * is * is / M);  // applied to (x - mean)
-    const T m = mean[c];
-    for (i64 n = 0; n < N; ++n) {
-      const T* g = dy + (n * C + c) * S;
-      const T* xp = x + (n * C + c) * S;
-      T* d = dx + (n * C + c) * S;
-      for (i64 i = 0; i < S; ++i) d[i] = k * (g[i] - a - (xp[i] - m) * bcoef);
+  const double M = double(N * S);
+  std::vector<double> t1(C), t2(C);  // sum(dy), sum(dy * (x - mean))
+  if (training || dw || db) {
+    const std::vector<T> mcol =
+        S < kShortRow ? per_column(std::vector<T>(mean, mean + C), S) : std::vector<T>();
+    channel_sums<T>(
+        N, C, S, 2,
+        [&](i64 off, double* p1, double* p2) {
+          row_grad_sums(vm, dy + off, x + off, S, mean[(off / S) % C], p1, p2);
+        },
+        [&](i64 off, i64 wd, T* p1, T* p2) {
+          const T* __restrict g = dy + off;
+          const T* __restrict xr = x + off;
+          const T* __restrict mc = mcol.data() + off % (C * S);
+          for (i64 j = 0; j < wd; ++j) {
+            p1[j] += g[j];
+            p2[j] += g[j] * (xr[j] - mc[j]);
+          }
+        },
+        t1.data(), t2.data());
+    for (i64 c = 0; c < C; ++c) {
+      if (db) db[c] = T(t1[c]);
+      if (dw) dw[c] = T(t2[c] * double(invstd[c]));
     }
   }
+  if (!dx) return;
+  std::vector<T> k(C), a(C), bc(C);  // dx = k * (dy - a - (x - mean) * bc)
+  for (i64 c = 0; c < C; ++c) grad_coefs(invstd, w, c, t1[c], t2[c], M, &k[c], &a[c], &bc[c]);
+  if (S < kShortRow) {
+    const std::vector<T> kc = per_column(k, S), ac = per_column(a, S), bcc = per_column(bc, S),
+                         mc = per_column(std::vector<T>(mean, mean + C), S);
+    const i64 CS = C * S;
+    return over_rows(N, CS, 3 * sizeof(T), [&](i64 n) {
+      const T* __restrict g = dy + n * CS;
+      const T* __restrict xr = x + n * CS;
+      T* __restrict d = dx + n * CS;
+      if (training)
+        for (i64 j = 0; j < CS; ++j) d[j] = kc[j] * (g[j] - ac[j] - (xr[j] - mc[j]) * bcc[j]);
+      else
+        for (i64 j = 0; j < CS; ++j) d[j] = g[j] * kc[j];
+    });
+  }
+  over_rows(N * C, S, 3 * sizeof(T), [&](i64 r) {
+    const i64 c = r % C, off = r * S;
+    if (training)
+      dx_row(vm, dy + off, x + off, S, k[c], a[c], mean[c], bc[c], dx + off);
+    else
+      for (i64 i = 0; i < S; ++i) dx[off + i] = dy[off + i] * k[c];
+  });
 }
 
 #define PYCONV_BN_INSTANTIATE(T)                                                                 \
-  template void batch_norm_stats<T>(const T*, i64, i64, i64, T*, T*);                          \
+  template void batch_norm_train_forward<T>(const T*, i64, i64, i64, T, const T*, const T*, T*, \
+                                            T*, T*, T*);                                         \
   template void batch_norm_normalize<T>(const T*, i64, i64, i64, const T*, const T*, const T*,  \
                                         const T*, T*);                                           \
   template void batch_norm_backward<T>(const T*, const T*, i64, i64, i64, const T*, const T*,   \

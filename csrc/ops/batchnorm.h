@@ -5,9 +5,12 @@
 
 namespace pyconv {
 
-// mean[c] and biased var[c] of x (two passes, double accumulation, fixed order).
+// Training-mode forward: mean[c] and biased var[c] of x (one pass of
+// shifted sums in double, fixed order), invstd[c] = 1 / sqrt(var[c] + eps),
+// and y as batch_norm_normalize with them.
 template <typename T>
-void batch_norm_stats(const T* x, i64 N, i64 C, i64 S, T* mean, T* var);
+void batch_norm_train_forward(const T* x, i64 N, i64 C, i64 S, T eps, const T* w, const T* b, T* y,
+                              T* mean, T* var, T* invstd);
 
 // y = (x - mean[c]) * invstd[c] * w[c] + b[c]   (w, b nullable: 1 and 0)
 template <typename T>

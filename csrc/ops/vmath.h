@@ -39,13 +39,21 @@ struct VMathF32 {
   // else dx = y * (g - sum(g * y)). Same layout.
   void (*softmax_backward_cols)(const float* g, const float* y, float* dx, i64 dim, i64 ld, i64 n,
                                 bool log);
-  // Batch-norm reductions into eight double partial sums, acc[k] += f(i)
-  // for i = k mod 8 over the full blocks of 8, then the tail into acc[0..]
-  // (the order of batchnorm.cpp's portable accumulate8). f = x[i];
-  // (x[i] - m)^2; and, into a1 / a2, g[i] and g[i] * (x[i] - m).
-  void (*sum8)(const float* x, i64 n, double* acc);
-  void (*sqdev8)(const float* x, i64 n, double m, double* acc);
-  void (*sum_dot_dev8)(const float* g, const float* x, i64 n, double m, double* a1, double* a2);
+  // Batch norm, over one row, in batchnorm.cpp's portable order (so the
+  // results are the same bits). Statistics: blocks of 256 values; in each,
+  // the sum, then the sums of the deviations from the block's mean and of
+  // their squares (float, 32 lanes: lane l = i mod 32 over the full groups
+  // of 32, the rest into lanes 0..; folded by fold_lanes), merged into st
+  // (merge_stats; both in bn_kernels.h). Gradient sums into 32 double partial
+  // sums: over the full groups of 32, lane l sums its terms in float over
+  // blocks of up to 8 groups, then adds that to acc[l]; the last n mod 32
+  // terms go into acc[0..] one by one (as double(term)); g[i] into a1 and
+  // g[i] * (x[i] - m) into a2. The row maps, as the portable ones (no fused
+  // multiply-add): y = x * s + t, and d = k * (g - a - (x - m) * bc).
+  void (*bn_row_stats)(const float* x, i64 n, double* st);
+  void (*bn_grad_sums)(const float* g, const float* x, i64 n, float m, double* a1, double* a2);
+  void (*bn_affine)(const float* x, i64 n, float s, float t, float* y);
+  void (*bn_dx)(const float* g, const float* x, i64 n, float k, float a, float m, float bc, float* d);
   // dst[i] = src[2 i] for i < n (reads src[0 .. 2n - 2]).
   void (*every_other)(const float* src, i64 n, float* dst);
   // One output row of 2x2 stride-2 max pooling: y[o] = max of r0[2o],

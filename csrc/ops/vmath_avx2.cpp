@@ -6,10 +6,12 @@
 // through a zero-padded 8-float stack buffer (never reading past the end).
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
+#include "ops/bn_kernels.h"
 #include "ops/vmath.h"
 
 namespace pyconv {
@@ -364,68 +366,107 @@ void softmax_backward_cols_f32(const float* g, const float* y, float* dx, i64 di
   });
 }
 
-// ---- batch-norm reductions (eight double lanes: two 4-lane vectors) ----------
+// ---- batch norm (see vmath.h for the order of the sums) ----------------------
 
-inline void lanes_of(const float* x, __m256d* lo, __m256d* hi) {
-  const V v = _mm256_loadu_ps(x);
-  *lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
-  *hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+// acc[0..8) += the eight float lanes of f, as doubles.
+inline void add_to_doubles(V f, double* acc) {
+  const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(f));
+  const __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1));
+  _mm256_storeu_pd(acc, _mm256_add_pd(_mm256_loadu_pd(acc), lo));
+  _mm256_storeu_pd(acc + 4, _mm256_add_pd(_mm256_loadu_pd(acc + 4), hi));
 }
 
-// acc[k] += term(x[i]) over eight double lanes (two 4-lane vectors), the
-// tail into acc[0..]; vterm and sterm are the same term on __m256d / double.
-template <typename VTerm, typename STerm>
-inline void accumulate8_pd(const float* x, i64 n, double* acc, VTerm vterm, STerm sterm) {
-  __m256d a = _mm256_loadu_pd(acc), b = _mm256_loadu_pd(acc + 4);
+// Over the full groups of 32 values of a row, blocks of up to 8 groups:
+// term(i, a, b) adds the terms of values i .. i+31 into the four-vector
+// float sums a and b, which then go into s1 / s2. Returns the first index
+// not done (the n mod 32 tail, left to the caller).
+template <typename Term>
+inline i64 block_sums(i64 n, double* s1, double* s2, Term term) {
+  const i64 full = n - n % 32;
+  i64 i = 0;
+  while (i < full) {
+    V a[4], b[4];
+    for (int j = 0; j < 4; ++j) a[j] = b[j] = _mm256_setzero_ps();
+    for (const i64 end = std::min(full, i + 256); i < end; i += 32) term(i, a, b);
+    for (int j = 0; j < 4; ++j) add_to_doubles(a[j], s1 + 8 * j), add_to_doubles(b[j], s2 + 8 * j);
+  }
+  return i;
+}
+
+// fold_lanes (bn_kernels.h) of the four vectors a[0..4) (lanes 0-7, 8-15,
+// 16-23, 24-31), after the tail terms t[0..nt) are added into lanes 0...
+inline float fold4(V* a, const float* t, i64 nt) {
+  if (nt > 0) {
+    float lanes[32];
+    for (int j = 0; j < 4; ++j) _mm256_storeu_ps(lanes + 8 * j, a[j]);
+    for (i64 i = 0; i < nt; ++i) lanes[i] += t[i];
+    for (int j = 0; j < 4; ++j) a[j] = _mm256_loadu_ps(lanes + 8 * j);
+  }
+  const V v = _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]));
+  const __m128 w = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 u = _mm_add_ps(w, _mm_movehl_ps(w, w));  // w0 + w2, w1 + w3
+  return _mm_cvtss_f32(_mm_add_ss(u, _mm_shuffle_ps(u, u, 1)));
+}
+
+void bn_row_stats_f32(const float* x, i64 n, double* st) {
+  for (i64 i0 = 0; i0 < n; i0 += 256) {
+    const i64 nb = std::min<i64>(256, n - i0), full = nb - nb % 32, nt = nb - full;
+    const float* xb = x + i0;
+    V a[4], q[4];
+    for (int j = 0; j < 4; ++j) a[j] = _mm256_setzero_ps();
+    for (i64 i = 0; i < full; i += 32)
+      for (int j = 0; j < 4; ++j) a[j] = _mm256_add_ps(a[j], _mm256_loadu_ps(xb + i + 8 * j));
+    const float mb = fold4(a, xb + full, nt) / float(nb);
+    const V mv = set1(mb);
+    for (int j = 0; j < 4; ++j) a[j] = q[j] = _mm256_setzero_ps();
+    for (i64 i = 0; i < full; i += 32)
+      for (int j = 0; j < 4; ++j) {
+        const V d = _mm256_sub_ps(_mm256_loadu_ps(xb + i + 8 * j), mv);
+        a[j] = _mm256_add_ps(a[j], d);
+        q[j] = _mm256_add_ps(q[j], _mm256_mul_ps(d, d));
+      }
+    float td[32], tq[32];
+    for (i64 i = 0; i < nt; ++i) td[i] = xb[full + i] - mb, tq[i] = td[i] * td[i];
+    const float sb = fold4(a, td, nt), qb = fold4(q, tq, nt);
+    merge_stats(st, double(nb), double(mb), double(sb), double(qb));
+  }
+}
+
+void bn_grad_sums_f32(const float* g, const float* x, i64 n, float m, double* a1, double* a2) {
+  const V mv = set1(m);
+  i64 i = block_sums(n, a1, a2, [&](i64 i0, V* a, V* b) {
+    for (int j = 0; j < 4; ++j) {
+      const V gv = _mm256_loadu_ps(g + i0 + 8 * j);
+      a[j] = _mm256_add_ps(a[j], gv);
+      b[j] = _mm256_add_ps(b[j], _mm256_mul_ps(gv, _mm256_sub_ps(_mm256_loadu_ps(x + i0 + 8 * j), mv)));
+    }
+  });
+  for (int l = 0; i < n; ++i, ++l) {
+    a1[l] += double(g[i]);
+    a2[l] += double(g[i] * (x[i] - m));
+  }
+}
+
+void bn_affine_f32(const float* x, i64 n, float s, float t, float* y) {
+  const V sv = set1(s), tv = set1(t);
+  i64 i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const V a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
+    _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_mul_ps(a, sv), tv));
+    _mm256_storeu_ps(y + i + 8, _mm256_add_ps(_mm256_mul_ps(b, sv), tv));
+  }
+  for (; i < n; ++i) y[i] = x[i] * s + t;
+}
+
+void bn_dx_f32(const float* g, const float* x, i64 n, float k, float a, float m, float bc, float* d) {
+  const V kv = set1(k), av = set1(a), mv = set1(m), bv = set1(bc);
   i64 i = 0;
   for (; i + 8 <= n; i += 8) {
-    __m256d lo, hi;
-    lanes_of(x + i, &lo, &hi);
-    a = _mm256_add_pd(a, vterm(lo));
-    b = _mm256_add_pd(b, vterm(hi));
+    const V u = _mm256_sub_ps(_mm256_loadu_ps(g + i), av);
+    const V w = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv), bv);
+    _mm256_storeu_ps(d + i, _mm256_mul_ps(kv, _mm256_sub_ps(u, w)));
   }
-  _mm256_storeu_pd(acc, a);
-  _mm256_storeu_pd(acc + 4, b);
-  for (int k = 0; i < n; ++i, ++k) acc[k] += sterm(double(x[i]));
-}
-
-void sum8_f32(const float* x, i64 n, double* acc) {
-  accumulate8_pd(x, n, acc, [](__m256d v) { return v; }, [](double v) { return v; });
-}
-
-void sqdev8_f32(const float* x, i64 n, double m, double* acc) {
-  const __m256d mv = _mm256_set1_pd(m);
-  accumulate8_pd(
-      x, n, acc,
-      [mv](__m256d v) {
-        const __m256d d = _mm256_sub_pd(v, mv);
-        return _mm256_mul_pd(d, d);
-      },
-      [m](double v) { return (v - m) * (v - m); });
-}
-
-void sum_dot_dev8_f32(const float* g, const float* x, i64 n, double m, double* a1, double* a2) {
-  const __m256d mv = _mm256_set1_pd(m);
-  __m256d s0 = _mm256_loadu_pd(a1), s1 = _mm256_loadu_pd(a1 + 4);
-  __m256d d0 = _mm256_loadu_pd(a2), d1 = _mm256_loadu_pd(a2 + 4);
-  i64 i = 0;
-  for (; i + 8 <= n; i += 8) {
-    __m256d glo, ghi, xlo, xhi;
-    lanes_of(g + i, &glo, &ghi);
-    lanes_of(x + i, &xlo, &xhi);
-    s0 = _mm256_add_pd(s0, glo);
-    s1 = _mm256_add_pd(s1, ghi);
-    d0 = _mm256_add_pd(d0, _mm256_mul_pd(glo, _mm256_sub_pd(xlo, mv)));
-    d1 = _mm256_add_pd(d1, _mm256_mul_pd(ghi, _mm256_sub_pd(xhi, mv)));
-  }
-  _mm256_storeu_pd(a1, s0);
-  _mm256_storeu_pd(a1 + 4, s1);
-  _mm256_storeu_pd(a2, d0);
-  _mm256_storeu_pd(a2 + 4, d1);
-  for (int k = 0; i < n; ++i, ++k) {
-    a1[k] += double(g[i]);
-    a2[k] += double(g[i]) * (double(x[i]) - m);
-  }
+  for (; i < n; ++i) d[i] = k * (g[i] - a - (x[i] - m) * bc);
 }
 
 void every_other_f32(const float* src, i64 n, float* dst) {
@@ -496,9 +537,10 @@ const VMathF32 vmath_f32_avx2 = {
     exp_shift_sum_f32,
     softmax_cols_f32,
     softmax_backward_cols_f32,
-    sum8_f32,
-    sqdev8_f32,
-    sum_dot_dev8_f32,
+    bn_row_stats_f32,
+    bn_grad_sums_f32,
+    bn_affine_f32,
+    bn_dx_f32,
     every_other_f32,
     max_pool2x2_row_f32,
 };
