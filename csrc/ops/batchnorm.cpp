@@ -30,6 +30,7 @@ namespace {
 constexpr int kL = 32;           // partial sums per row (lane l takes i = l mod 32)
 constexpr i64 kBlock = 8 * kL;   // values per lane-block (8 per lane)
 constexpr i64 kShortRow = 32;    // rows shorter than this take the column path
+constexpr i64 kColumns = 2048;   // columns per block of the column path (whole channels)
 
 
 // The portable loops of the VMathF32 batch-norm kernels (vmath.h), in the
@@ -173,29 +174,24 @@ void over_rows(i64 N, i64 CS, double bytes_per_value, F f) {
 }
 
 // Column path of the sums: for the channels [c0, c1), per-channel totals of
-// f over all N rows into t1 / t2. f(off, w, a, b) adds the terms of the
-// w <= 16 values at offset off into the T sums a[0..w) / b[0..w); columns
-// are walked in blocks of whole channels, rows in blocks of 8 (T sums),
-// then into doubles.
+// f over all N rows into t1 / t2. f(off, w, a, b) adds the terms of the w
+// values at offset off (a row of the block) into the T sums a[0..w) /
+// b[0..w); columns are walked in blocks of whole channels (at most kColumns
+// columns), rows in blocks of 8 (T sums), then into doubles.
 template <typename T, typename F>
 void column_sums(i64 N, i64 C, i64 S, i64 c0, i64 c1, F f, double* t1, double* t2) {
-  const i64 per = std::max<i64>(1, 512 / S);  // channels per block
+  const i64 per = std::max<i64>(1, kColumns / S);  // channels per block
+  std::vector<T> a(per * S), b(per * S);
   std::vector<double> da(per * S), db(per * S);
   for (i64 cb = c0; cb < c1; cb += per) {
     const i64 nc = std::min(per, c1 - cb), w = nc * S, j0 = cb * S;
-    std::fill(da.begin(), da.begin() + w, 0.0);
-    std::fill(db.begin(), db.begin() + w, 0.0);
+    std::fill(da.begin(), da.end(), 0.0);
+    std::fill(db.begin(), db.end(), 0.0);
     for (i64 n0 = 0; n0 < N; n0 += 8) {
-      const i64 n1 = std::min(N, n0 + 8);
-      for (i64 j = 0; j < w; j += 16) {  // strips of 16 columns, the sums in registers
-        T a[16] = {}, b[16] = {};
-        if (j + 16 <= w)
-          for (i64 n = n0; n < n1; ++n) f(n * C * S + j0 + j, i64(16), a, b);
-        else
-          for (i64 n = n0; n < n1; ++n) f(n * C * S + j0 + j, w - j, a, b);
-        for (i64 l = 0; l < std::min<i64>(16, w - j); ++l)
-          da[j + l] += double(a[l]), db[j + l] += double(b[l]);
-      }
+      std::fill(a.begin(), a.end(), T(0));
+      std::fill(b.begin(), b.end(), T(0));
+      for (i64 n = n0; n < std::min(N, n0 + 8); ++n) f(n * C * S + j0, w, a.data(), b.data());
+      for (i64 j = 0; j < w; ++j) da[j] += double(a[j]), db[j] += double(b[j]);
     }
     for (i64 c = 0; c < nc; ++c) {
       double s = 0, q = 0;
@@ -255,36 +251,57 @@ void channel_sums(i64 N, i64 C, i64 S, int tensors, Row row, Col col, double* t1
 
 namespace {
 // Column path of the statistics for the channels [c0, c1): per column of
-// the (N, C*S) matrix, blocks of 8 rows (mean, then squared deviations from
-// it, in T) merged into the channel's st[4c..4c+4) (merge_stats), the
-// blocks of its S columns in column order, row block by row block.
+// the (N, C*S) matrix, blocks of 8 rows (their mean, then the sums of the
+// deviations from it and of their squares, in T) go into the column's
+// double shifted sums as in merge_stats; then each channel merges its S
+// columns into st[4c..4c+4).
+// column_stats on the Wd columns at x[j] of rows [n0, n1), the sums in
+// registers; k / s1 / s2 at the same columns (k set on the first block).
+template <int Wd, typename T>
+inline void column_strip(const T* x, i64 CS, i64 n0, i64 n1, double* k, double* s1, double* s2) {
+  const T nb = T(n1 - n0);
+  T a[Wd] = {}, sd[Wd] = {}, q[Wd] = {}, m[Wd];
+  for (i64 n = n0; n < n1; ++n)
+    for (int l = 0; l < Wd; ++l) a[l] += x[n * CS + l];
+  for (int l = 0; l < Wd; ++l) m[l] = a[l] / nb;
+  for (i64 n = n0; n < n1; ++n)
+    for (int l = 0; l < Wd; ++l) {
+      const T d = x[n * CS + l] - m[l];
+      sd[l] += d;
+      q[l] += d * d;
+    }
+  if (n0 == 0)
+    for (int l = 0; l < Wd; ++l) {
+      k[l] = std::isfinite(m[l]) ? double(m[l]) : 0.0;
+      s1[l] = s2[l] = 0;
+    }
+  const double dn = double(nb);
+  for (int l = 0; l < Wd; ++l) {  // as merge_stats, the shift fixed
+    const double d = double(m[l]) - k[l];
+    s1[l] += dn * d + double(sd[l]);
+    s2[l] += double(q[l]) + d * (2 * double(sd[l]) + dn * d);
+  }
+}
+
 template <typename T>
 void column_stats(const T* x, i64 N, i64 C, i64 S, i64 c0, i64 c1, double* st) {
-  const i64 per = std::max<i64>(1, 512 / S), CS = C * S;  // channels per block
+  const i64 per = std::max<i64>(1, kColumns / S), CS = C * S;  // channels per block
+  std::vector<double> k(per * S), s1(per * S), s2(per * S);  // per column: shift, sums
   for (i64 cb = c0; cb < c1; cb += per) {
     const i64 nc = std::min(per, c1 - cb), w = nc * S, j0 = cb * S;
     for (i64 n0 = 0; n0 < N; n0 += 8) {
       const i64 n1 = std::min(N, n0 + 8);
-      for (i64 j = 0; j < w; j += 16) {
-        const i64 wd = std::min<i64>(16, w - j);
-        T a[16] = {}, q[16] = {};
-        for (i64 n = n0; n < n1; ++n) {
-          const T* __restrict xr = x + n * CS + j0 + j;
-          for (i64 l = 0; l < wd; ++l) a[l] += xr[l];
-        }
-        T m[16], sd[16] = {};
-        for (i64 l = 0; l < wd; ++l) m[l] = a[l] / T(n1 - n0);
-        for (i64 n = n0; n < n1; ++n) {
-          const T* __restrict xr = x + n * CS + j0 + j;
-          for (i64 l = 0; l < wd; ++l) {
-            const T d = xr[l] - m[l];
-            sd[l] += d;
-            q[l] += d * d;
-          }
-        }
-        for (i64 l = 0; l < wd; ++l)
-          merge_stats(st + 4 * (cb + (j + l) / S), double(n1 - n0), double(m[l]), double(sd[l]),
-                      double(q[l]));
+      i64 j = 0;
+      for (; j + 8 <= w; j += 8) column_strip<8>(x + j0 + j, CS, n0, n1, &k[j], &s1[j], &s2[j]);
+      for (; j < w; ++j) column_strip<1>(x + j0 + j, CS, n0, n1, &k[j], &s1[j], &s2[j]);
+    }
+    // each channel merges its S columns in order (each about its own mean)
+    for (i64 c = 0; c < nc; ++c) {
+      double* sc = st + 4 * (cb + c);
+      for (i64 i = 0; i < S; ++i) {
+        const i64 j = c * S + i;
+        const double mj = k[j] + s1[j] / double(N);
+        merge_stats(sc, double(N), mj, 0.0, s2[j] - s1[j] * (s1[j] / double(N)));
       }
     }
   }
@@ -346,7 +363,7 @@ void batch_norm_backward(const T* dy, const T* x, i64 N, i64 C, i64 S, const T* 
         [&](i64 off, double* p1, double* p2) {
           row_grad_sums(vm, dy + off, x + off, S, mean[(off / S) % C], p1, p2);
         },
-        [&](i64 off, i64 wd, T* p1, T* p2) {
+        [&](i64 off, i64 wd, T* __restrict p1, T* __restrict p2) {
           const T* __restrict g = dy + off;
           const T* __restrict xr = x + off;
           const T* __restrict mc = mcol.data() + off % (C * S);
