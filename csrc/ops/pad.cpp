@@ -47,9 +47,10 @@ void pad_forward(const PadParams& p, T value, const T* x, T* y) {
         std::fill(yr, yr + OW, value);
         continue;
       }
-      const T* xr = xp + sy[oy] * p.W;
+      const T* __restrict xr = xp + sy[oy] * p.W;
+      T* __restrict yi = yr + p.left;
       for (i64 ox = 0; ox < p.left; ++ox) yr[ox] = sx[ox] < 0 ? value : xr[sx[ox]];
-      std::copy(xr, xr + p.W, yr + p.left);
+      for (i64 ix = 0; ix < p.W; ++ix) yi[ix] = xr[ix];  // inline: rows are often short
       for (i64 ox = p.left + p.W; ox < OW; ++ox) yr[ox] = sx[ox] < 0 ? value : xr[sx[ox]];
     }
   }
@@ -65,14 +66,27 @@ void pad_backward(const PadParams& p, const T* dy, T* dx) {
   for (i64 pl = 0; pl < p.planes; ++pl) {
     T* dxp = dx + pl * p.H * p.W;
     const T* g = dy + pl * OH * OW;
-    std::fill(dxp, dxp + p.H * p.W, T(0));
-    for (i64 oy = 0; oy < OH; ++oy) {  // fixed order: row by row, left to right
+    // Output rows in order; each adds its interior (the first one to reach
+    // a source row stores it, no zero fill first) and then its edges left to
+    // right into the source row.
+    std::vector<char> seen(p.H, 0);
+    for (i64 oy = 0; oy < OH; ++oy) {
       if (sy[oy] < 0) continue;
-      T* dr = dxp + sy[oy] * p.W;
-      const T* gr = g + oy * OW;
-      for (i64 ox = 0; ox < OW; ++ox)
+      T* __restrict dr = dxp + sy[oy] * p.W;
+      const T* __restrict gr = g + oy * OW;
+      const T* __restrict gi = gr + p.left;
+      if (seen[sy[oy]])
+        for (i64 ix = 0; ix < p.W; ++ix) dr[ix] += gi[ix];
+      else
+        for (i64 ix = 0; ix < p.W; ++ix) dr[ix] = gi[ix];
+      seen[sy[oy]] = 1;
+      for (i64 ox = 0; ox < p.left; ++ox)
+        if (sx[ox] >= 0) dr[sx[ox]] += gr[ox];
+      for (i64 ox = p.left + p.W; ox < OW; ++ox)
         if (sx[ox] >= 0) dr[sx[ox]] += gr[ox];
     }
+    for (i64 iy = 0; iy < p.H; ++iy)  // (every row is some output row's interior)
+      if (!seen[iy]) std::fill(dxp + iy * p.W, dxp + (iy + 1) * p.W, T(0));
   }
 }
 
