@@ -653,7 +653,8 @@ def test_every_isa_float32(isa):
         pyconv.set_isa(old)
 
 
-@pytest.mark.parametrize("shape,axis", [((129, 10), 1), ((70, 31), 1), ((7, 3), 1), ((3, 5, 263), 1),
+@pytest.mark.parametrize("shape,axis", [((129, 10), 1), ((70, 31), 1), ((7, 3), 1), ((200, 8), 1),
+                                        ((64, 16), 1), ((3, 5, 263), 1),
                                         ((2, 9, 7, 3), 1), ((300, 2), 0), ((1, 4, 1, 17), 1)])
 @pytest.mark.parametrize("name,ref,ref_bwd", SM, ids=[s[0] for s in SM])
 def test_softmax_columns_blocks_every_isa(name, ref, ref_bwd, shape, axis, isa):

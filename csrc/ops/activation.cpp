@@ -270,8 +270,8 @@ constexpr i64 kLineBlock = 64;  // lines per transposed block
 // scratch first. body(srcs, dst, ld, n) runs the kernel on one block; nin
 // arrays are read and one written.
 template <typename Body>
-void by_columns(i64 outer, i64 dim, i64 inner, int nin, const float* const* in, float* out,
-                double work, Body body) {
+void by_columns(const VMathF32* vm, i64 outer, i64 dim, i64 inner, int nin, const float* const* in,
+                float* out, double work, Body body) {
   if (inner > 1) {
     // Column blocks of up to 256: every thread gets whole ones.
     const i64 cb = (inner + 255) / 256, units = outer * cb;
@@ -305,14 +305,12 @@ void by_columns(i64 outer, i64 dim, i64 inner, int nin, const float* const* in, 
       const float* src[2];
       for (int k = 0; k < nin; ++k) {  // t_k[d][l] = in_k[l0 + l][d]
         float* tk = t + k * dim * kLineBlock;
-        for (i64 l = 0; l < n; ++l)
-          for (i64 d = 0; d < dim; ++d) tk[d * kLineBlock + l] = in[k][(l0 + l) * dim + d];
+        vm->transpose(in[k] + l0 * dim, n, dim, dim, tk, kLineBlock);
         src[k] = tk;
       }
       float* to = t + nin * dim * kLineBlock;
       capture.run([&] { body(src, to, kLineBlock, n); });
-      for (i64 l = 0; l < n; ++l)
-        for (i64 d = 0; d < dim; ++d) out[(l0 + l) * dim + d] = to[d * kLineBlock + l];
+      vm->transpose(to, dim, n, kLineBlock, out + l0 * dim, dim);
     }
   }
   capture.rethrow();
@@ -325,7 +323,7 @@ void softmax_forward(bool log, const T* x, T* y, i64 outer, i64 dim, i64 inner) 
     const VMathF32* vm = vmath_f32();
     if (vm && (inner > 1 || dim < kShortLine)) {
       const float* in[1] = {x};
-      by_columns(outer, dim, inner, 1, in, y, double(lines) * dim * 8,
+      by_columns(vm, outer, dim, inner, 1, in, y, double(lines) * dim * 8,
                  [&](const float* const* s, float* d, i64 ld, i64 n) {
                    vm->softmax_cols(s[0], d, dim, ld, n, log);
                  });
@@ -379,7 +377,7 @@ void softmax_backward(bool log, const T* dy, const T* y, T* dx, i64 outer, i64 d
     // (Short lines of softmax's backward need no exp: the row loop is as fast.)
     if (vm && (inner > 1 || (log && dim < kShortLine))) {
       const float* in[2] = {dy, y};
-      by_columns(outer, dim, inner, 2, in, dx, double(lines) * dim * 4,
+      by_columns(vm, outer, dim, inner, 2, in, dx, double(lines) * dim * 4,
                  [&](const float* const* s, float* d, i64 ld, i64 n) {
                    vm->softmax_backward_cols(s[0], s[1], d, dim, ld, n, log);
                  });

@@ -56,6 +56,8 @@ struct VMathF32 {
   void (*bn_dx)(const float* g, const float* x, i64 n, float k, float a, float m, float bc, float* d);
   // dst[i] = src[2 i] for i < n (reads src[0 .. 2n - 2]).
   void (*every_other)(const float* src, i64 n, float* dst);
+  // dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols (no overlap).
+  void (*transpose)(const float* src, i64 rows, i64 cols, i64 lds, float* dst, i64 ldd);
   // One output row of 2x2 stride-2 max pooling: y[o] = max of r0[2o],
   // r0[2o+1], r1[2o], r1[2o+1] (first maximum wins, a NaN wins), o < n;
   // idx (nullable) gets base + 2o + {0, 1, W, W + 1} for the winning tap.

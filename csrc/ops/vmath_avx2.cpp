@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "ops/bn_kernels.h"
+#include "ops/simd_avx2.h"
 #include "ops/vmath.h"
 
 namespace pyconv {
@@ -479,6 +480,24 @@ void every_other_f32(const float* src, i64 n, float* dst) {
   for (; i < n; ++i) dst[i] = src[2 * i];
 }
 
+// 8x8 tiles through registers, the edges element by element.
+void transpose_f32(const float* src, i64 rows, i64 cols, i64 lds, float* dst, i64 ldd) {
+  i64 r = 0;
+  for (; r + 8 <= rows; r += 8) {
+    i64 c = 0;
+    for (; c + 8 <= cols; c += 8) {
+      V t[8];
+      for (int k = 0; k < 8; ++k) t[k] = _mm256_loadu_ps(src + (r + k) * lds + c);
+      transpose8(t);
+      for (int k = 0; k < 8; ++k) _mm256_storeu_ps(dst + (c + k) * ldd + r, t[k]);
+    }
+    for (; c < cols; ++c)
+      for (int k = 0; k < 8; ++k) dst[c * ldd + r + k] = src[(r + k) * lds + c];
+  }
+  for (; r < rows; ++r)
+    for (i64 c = 0; c < cols; ++c) dst[c * ldd + r] = src[r * lds + c];
+}
+
 void max_pool2x2_row_f32(const float* r0, const float* r1, i64 n, float* y, std::int64_t* idx,
                          i64 base, i64 W) {
   i64 o = 0;
@@ -542,6 +561,7 @@ const VMathF32 vmath_f32_avx2 = {
     bn_affine_f32,
     bn_dx_f32,
     every_other_f32,
+    transpose_f32,
     max_pool2x2_row_f32,
 };
 
