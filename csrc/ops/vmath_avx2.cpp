@@ -350,6 +350,15 @@ float exp_shift_sum_f32(const float* x, float m, float* y, i64 n) {
   const V mv = set1(m);
   V acc = _mm256_setzero_ps();
   i64 i = 0;
+  for (; i + 32 <= n; i += 32) {  // four exps interleaved, the sum in the same order
+    V e[4];
+    for (int u = 0; u < 4; ++u) e[u] = _mm256_sub_ps(_mm256_loadu_ps(x + i + 8 * u), mv);
+    exp_n<4>(e);
+    for (int u = 0; u < 4; ++u) {
+      if (y) _mm256_storeu_ps(y + i + 8 * u, e[u]);
+      acc = _mm256_add_ps(acc, e[u]);
+    }
+  }
   for (; i + 8 <= n; i += 8) {
     const V e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv));
     if (y) _mm256_storeu_ps(y + i, e);
@@ -389,7 +398,17 @@ inline void softmax_cols8(const float* x, float* y, i64 dim, i64 ld, bool log) {
   }
   m = _mm256_blendv_ps(m, set1(std::numeric_limits<float>::quiet_NaN()), nan);
   V s = _mm256_setzero_ps();
-  for (i64 d = 0; d < dim; ++d) {
+  i64 d = 0;
+  for (; d + 4 <= dim; d += 4) {  // four exps interleaved, the sum in the same order
+    V e[4];
+    for (int u = 0; u < 4; ++u) e[u] = _mm256_sub_ps(_mm256_loadu_ps(x + (d + u) * ld), m);
+    exp_n<4>(e);
+    for (int u = 0; u < 4; ++u) {
+      if (!log) _mm256_storeu_ps(y + (d + u) * ld, e[u]);
+      s = _mm256_add_ps(s, e[u]);
+    }
+  }
+  for (; d < dim; ++d) {
     const V e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + d * ld), m));
     if (!log) _mm256_storeu_ps(y + d * ld, e);
     s = _mm256_add_ps(s, e);
@@ -414,7 +433,16 @@ inline void softmax_backward_cols8(const float* g, const float* y, float* dx, i6
     const V gv = _mm256_loadu_ps(g + d * ld);
     s = log ? _mm256_add_ps(s, gv) : _mm256_fmadd_ps(gv, _mm256_loadu_ps(y + d * ld), s);
   }
-  for (i64 d = 0; d < dim; ++d) {
+  i64 d = 0;
+  if (log)
+    for (; d + 4 <= dim; d += 4) {  // four exps interleaved
+      V e[4];
+      for (int u = 0; u < 4; ++u) e[u] = _mm256_loadu_ps(y + (d + u) * ld);
+      exp_n<4>(e);
+      for (int u = 0; u < 4; ++u)
+        _mm256_storeu_ps(dx + (d + u) * ld, _mm256_fnmadd_ps(e[u], s, _mm256_loadu_ps(g + (d + u) * ld)));
+    }
+  for (; d < dim; ++d) {
     const V gv = _mm256_loadu_ps(g + d * ld), yv = _mm256_loadu_ps(y + d * ld);
     const V r = log ? _mm256_fnmadd_ps(exp8(yv), s, gv) : _mm256_mul_ps(yv, _mm256_sub_ps(gv, s));
     _mm256_storeu_ps(dx + d * ld, r);
