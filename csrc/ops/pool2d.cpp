@@ -139,12 +139,19 @@ bool max_pool_simd(const Pool2dParams& q, const float* x, float* y, std::int64_t
       float* yp = y + pl * OHW;
       k->copy2d(out, L.pitch, yp, q.OW, q.OH, q.OW, false);
       if (!idx) continue;
-      std::int64_t* ip = idx + pl * OHW;
-      for (i64 oy = 0; oy < q.OH; ++oy)
-        for (i64 ox = 0; ox < q.OW; ++ox) {
-          const std::int32_t t = arg[oy * L.pitch + ox];
-          ip[oy * q.OW + ox] = t >= 0 ? row0[oy] + col0[ox] + tap[t] : hfirst[oy] + wfirst[ox];
+      const i64* __restrict tp = tap.data();
+      const i64* __restrict c0 = col0.data();
+      const i64* __restrict wf = wfirst.data();
+      const i64 OW = q.OW;  // (locals: the int64 stores could alias q's fields)
+      for (i64 oy = 0; oy < q.OH; ++oy) {
+        const std::int32_t* __restrict ar = arg + oy * L.pitch;
+        std::int64_t* __restrict ip = idx + pl * OHW + oy * OW;
+        const i64 r0 = row0[oy], hf = hfirst[oy];
+        for (i64 ox = 0; ox < OW; ++ox) {
+          const std::int32_t t = ar[ox];
+          ip[ox] = t >= 0 ? r0 + c0[ox] + tp[t] : hf + wf[ox];
         }
+      }
     }
   }
   return true;
