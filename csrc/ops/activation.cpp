@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -264,6 +265,43 @@ void activation_backward(Act act, T alpha, const T* dy, const T* s, T* dx, i64 n
 constexpr i64 kShortLine = kShortSoftmaxLine;
 constexpr i64 kLineBlock = 64;  // lines per transposed block
 
+// The short-line (inner == 1) half of by_columns: blocks of kLineBlock
+// lines transposed into per-thread scratch, body(srcs, dst, ld, n) on each,
+// then emit(l0, n, dst) with the block's result (dst[d * kLineBlock + l]
+// for line l0 + l).
+template <typename Body, typename Emit>
+void line_blocks(const VMathF32* vm, i64 outer, i64 dim, int nin, const float* const* in,
+                 double work, Body body, Emit emit) {
+  const i64 blocks = (outer + kLineBlock - 1) / kLineBlock;
+  const int nt = threads_for(work, 2.0e5);
+  std::vector<float> scratch(std::size_t(nt) * (nin + 1) * dim * kLineBlock);
+  ExceptionCapture capture;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+#ifdef _OPENMP
+    float* t = scratch.data() + std::size_t(omp_get_thread_num()) * (nin + 1) * dim * kLineBlock;
+#else
+    float* t = scratch.data();
+#endif
+#pragma omp for schedule(static)
+    for (i64 bl = 0; bl < blocks; ++bl) {
+      const i64 l0 = bl * kLineBlock, n = std::min(kLineBlock, outer - l0);
+      const float* src[2];
+      for (int k = 0; k < nin; ++k) {  // t_k[d][l] = in_k[l0 + l][d]
+        float* tk = t + k * dim * kLineBlock;
+        vm->transpose(in[k] + l0 * dim, n, dim, dim, tk, kLineBlock);
+        src[k] = tk;
+      }
+      float* to = t + nin * dim * kLineBlock;
+      capture.run([&] {
+        body(src, to, kLineBlock, n);
+        emit(l0, n, to);
+      });
+    }
+  }
+  capture.rethrow();
+}
+
 // Softmax-family work over float32 columns (vmath's *_cols kernels): for
 // inner > 1 the columns are contiguous as they are; for short lines
 // (inner == 1) blocks of kLineBlock lines are transposed into per-thread
@@ -288,32 +326,9 @@ void by_columns(const VMathF32* vm, i64 outer, i64 dim, i64 inner, int nin, cons
     capture.rethrow();
     return;
   }
-  const i64 blocks = (outer + kLineBlock - 1) / kLineBlock;
-  const int nt = threads_for(work, 2.0e5);
-  std::vector<float> scratch(std::size_t(nt) * (nin + 1) * dim * kLineBlock);
-  ExceptionCapture capture;
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-#ifdef _OPENMP
-    float* t = scratch.data() + std::size_t(omp_get_thread_num()) * (nin + 1) * dim * kLineBlock;
-#else
-    float* t = scratch.data();
-#endif
-#pragma omp for schedule(static)
-    for (i64 bl = 0; bl < blocks; ++bl) {
-      const i64 l0 = bl * kLineBlock, n = std::min(kLineBlock, outer - l0);
-      const float* src[2];
-      for (int k = 0; k < nin; ++k) {  // t_k[d][l] = in_k[l0 + l][d]
-        float* tk = t + k * dim * kLineBlock;
-        vm->transpose(in[k] + l0 * dim, n, dim, dim, tk, kLineBlock);
-        src[k] = tk;
-      }
-      float* to = t + nin * dim * kLineBlock;
-      capture.run([&] { body(src, to, kLineBlock, n); });
-      vm->transpose(to, dim, n, kLineBlock, out + l0 * dim, dim);
-    }
-  }
-  capture.rethrow();
+  line_blocks(vm, outer, dim, nin, in, work, body, [&](i64 l0, i64 n, const float* to) {
+    vm->transpose(to, dim, n, kLineBlock, out + l0 * dim, dim);
+  });
 }
 
 template <typename T>
@@ -367,6 +382,18 @@ void softmax_forward(bool log, const T* x, T* y, i64 outer, i64 dim, i64 inner) 
       for (i64 d = 0; d < dim; ++d) yl[d * inner] = std::exp(xl[d * inner] - m) * inv;
     }
   }
+}
+
+bool log_softmax_line_blocks(const float* x, i64 lines, i64 dim,
+                             const std::function<void(i64, i64, const float*, i64)>& f) {
+  const VMathF32* vm = vmath_f32();
+  if (!vm || dim >= kShortLine) return false;
+  const float* in[1] = {x};
+  line_blocks(
+      vm, lines, dim, 1, in, double(lines) * dim * 8,
+      [&](const float* const* src, float* d, i64 ld, i64 n) { vm->softmax_cols(src[0], d, dim, ld, n, true); },
+      [&](i64 l0, i64 n, const float* to) { f(l0, n, to, kLineBlock); });
+  return true;
 }
 
 template <typename T>

@@ -7,6 +7,8 @@
 // Along an axis: arrays are viewed as [outer][dim][inner]; the op reduces over
 // dim independently for each (outer, inner).
 #pragma once
+#include <functional>
+
 #include "common.h"
 
 namespace pyconv {
@@ -25,6 +27,13 @@ template <typename T>
 void softmax_forward(bool log, const T* x, T* y, i64 outer, i64 dim, i64 inner);
 // Lines shorter than this (float32, last axis) run 8 lines per vector.
 constexpr i64 kShortSoftmaxLine = 32;
+// float32 log-softmax of contiguous lines shorter than kShortSoftmaxLine
+// (SIMD table active), handed over in transposed blocks instead of written
+// out: f(l0, n, t, ld) gets lines [l0, l0 + n) as t[d * ld + l]. Blocks run
+// on several threads at once (f may write only its lines' own outputs).
+// Returns false, calling nothing, if those kernels do not apply.
+bool log_softmax_line_blocks(const float* x, i64 lines, i64 dim,
+                             const std::function<void(i64, i64, const float*, i64)>& f);
 // softmax:     dx = y * (dy - sum(dy * y))
 // log_softmax: dx = dy - exp(y) * sum(dy)
 template <typename T>

@@ -67,47 +67,39 @@ void cross_entropy_forward(const T* x, i64 N, i64 C, const std::int64_t* t, cons
   T* rows = reduction == kNone ? out : tmp.data();
   const int nt = row_threads(N, C);
   const VMathF32* vm = vmath_f32();
-  // Short rows (float32): the log-softmax of every row first, 8 rows per
-  // vector (softmax_forward's column path), then each row reads it.
-  std::vector<T> lsm;
-  if (std::is_same_v<T, float> && vm && C < kShortSoftmaxLine) {
-    lsm.resize(std::size_t(N) * C);
-    softmax_forward(true, x, lsm.data(), N, C, i64(1));
-  }
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-  for (i64 n = 0; n < N; ++n) {
-    const T* xr = x + n * C;
-    if (!lsm.empty()) {
-      const T* lr = lsm.data() + n * C;
-      T loss = 0;
-      if (t) {
-        loss = -(T(1) - eps) * lr[t[n]];
-        if (eps != T(0)) {
-          T s = 0;
-          for (i64 c = 0; c < C; ++c) s -= lr[c];
-          loss += eps * s / T(C);
-        }
-      } else {
-        const T* qr = q + n * C;
-        for (i64 c = 0; c < C; ++c) loss -= ((T(1) - eps) * qr[c] + eps / T(C)) * lr[c];
-      }
-      rows[n] = loss;
-      continue;
-    }
-    const RowLse<T> r = row_lse(xr, C, vm);
+  // Short rows (float32): the log-softmax 8 rows per vector in transposed
+  // blocks (softmax_forward's column path), each row's loss read from its
+  // block (lp(c) = log-probability of class c).
+  auto row_loss = [&](i64 n, auto lp) {
     T loss = 0;
     if (t) {  // (1-eps) * (-logp[t]) + eps * mean_c(-logp[c])
-      loss = -(T(1) - eps) * r.logp(xr[t[n]]);
+      loss = -(T(1) - eps) * lp(t[n]);
       if (eps != T(0)) {
         T s = 0;
-        for (i64 c = 0; c < C; ++c) s -= r.logp(xr[c]);
+        for (i64 c = 0; c < C; ++c) s -= lp(c);
         loss += eps * s / T(C);
       }
     } else {  // -sum_c q'_c * logp_c, q' = (1-eps) q + eps / C
       const T* qr = q + n * C;
-      for (i64 c = 0; c < C; ++c) loss -= ((T(1) - eps) * qr[c] + eps / T(C)) * r.logp(xr[c]);
+      for (i64 c = 0; c < C; ++c) loss -= ((T(1) - eps) * qr[c] + eps / T(C)) * lp(c);
     }
-    rows[n] = loss;
+    return loss;
+  };
+  if constexpr (std::is_same_v<T, float>) {
+    const bool done = log_softmax_line_blocks(x, N, C, [&](i64 l0, i64 nl, const float* lsm, i64 ld) {
+      for (i64 l = 0; l < nl; ++l)
+        rows[l0 + l] = row_loss(l0 + l, [&](i64 c) { return lsm[c * ld + l]; });
+    });
+    if (done) {
+      if (reduction != kNone) reduce_rows(rows, N, reduction, out);
+      return;
+    }
+  }
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (i64 n = 0; n < N; ++n) {
+    const T* xr = x + n * C;
+    const RowLse<T> r = row_lse(xr, C, vm);
+    rows[n] = row_loss(n, [&](i64 c) { return r.logp(xr[c]); });
   }
   if (reduction != kNone) reduce_rows(rows, N, reduction, out);
 }
