@@ -107,6 +107,36 @@ inline V exp_nonpos8(V x) {
   return x;
 }
 
+// log(x) for x >= 1 or NaN (a softmax row's sum of exps: >= 1 since its
+// largest term is exp(0)), Cephes' logf: x = 2^e * m with m in
+// [sqrt(1/2), sqrt(2)), log(m) by a degree-8 polynomial in m - 1, e * ln2
+// added in two parts. Within about 1 ulp; NaN stays NaN.
+inline V log_ge1_8(V x) {
+  const __m256i bits = _mm256_castps_si256(x);
+  __m256i e = _mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(126));
+  V m = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi32(0x007fffff)),
+                                            _mm256_set1_epi32(0x3f000000)));  // [0.5, 1)
+  const V small = _mm256_cmp_ps(m, _mm256_set1_ps(0.707106781186547524f), _CMP_LT_OQ);
+  e = _mm256_sub_epi32(e, _mm256_and_si256(_mm256_castps_si256(small), _mm256_set1_epi32(1)));
+  m = _mm256_sub_ps(_mm256_add_ps(m, _mm256_and_ps(m, small)), _mm256_set1_ps(1.0f));
+  const V fe = _mm256_cvtepi32_ps(e), z = _mm256_mul_ps(m, m);
+  V p = _mm256_set1_ps(7.0376836292E-2f);
+  p = _mm256_fmadd_ps(p, m, _mm256_set1_ps(-1.1514610310E-1f));
+  p = _mm256_fmadd_ps(p, m, _mm256_set1_ps(1.1676998740E-1f));
+  p = _mm256_fmadd_ps(p, m, _mm256_set1_ps(-1.2420140846E-1f));
+  p = _mm256_fmadd_ps(p, m, _mm256_set1_ps(1.4249322787E-1f));
+  p = _mm256_fmadd_ps(p, m, _mm256_set1_ps(-1.6668057665E-1f));
+  p = _mm256_fmadd_ps(p, m, _mm256_set1_ps(2.0000714765E-1f));
+  p = _mm256_fmadd_ps(p, m, _mm256_set1_ps(-2.4999993993E-1f));
+  p = _mm256_fmadd_ps(p, m, _mm256_set1_ps(3.3333331174E-1f));
+  V y = _mm256_mul_ps(_mm256_mul_ps(p, m), z);
+  y = _mm256_fmadd_ps(fe, _mm256_set1_ps(-2.12194440e-4f), y);
+  y = _mm256_fnmadd_ps(_mm256_set1_ps(0.5f), z, y);
+  V r = _mm256_add_ps(m, y);
+  r = _mm256_fmadd_ps(fe, _mm256_set1_ps(0.693359375f), r);
+  return _mm256_blendv_ps(r, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+
 inline V absv(V x) { return _mm256_andnot_ps(set1(-0.0f), x); }
 inline V keep_nan(V y, V x) { return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q)); }
 
@@ -414,10 +444,7 @@ inline void softmax_cols8(const float* x, float* y, i64 dim, i64 ld, bool log) {
     s = _mm256_add_ps(s, e);
   }
   if (log) {
-    alignas(32) float t[8];
-    _mm256_store_ps(t, s);
-    for (int l = 0; l < 8; ++l) t[l] = std::log(t[l]);
-    const V lse = _mm256_load_ps(t);
+    const V lse = log_ge1_8(s);
     for (i64 d = 0; d < dim; ++d)
       _mm256_storeu_ps(y + d * ld, _mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(x + d * ld), m), lse));
   } else {
