@@ -1305,7 +1305,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
             raise ValueError(f"expected more than 1 value per channel when training, got input shape {x.shape}")
         mean, var, invstd = (np.empty(C, dtype=cdt) for _ in range(3))
         y = np.empty_like(xc)
-        # statistics, invstd = 1 / sqrt(var + eps) (in cdt) and y in one pass per channel
+        # statistics (one pass), invstd = 1 / sqrt(var + eps) in cdt, then y (a second pass)
         _C.batch_norm_train(xc, eps, w, b, y, mean, var, invstd)
         if running_mean is not None:
             running_mean *= 1 - momentum

@@ -383,6 +383,12 @@ ZERO = [
     ("batch_norm train one value", lambda: pyconv.batch_norm(_o(1, 3), None, None, training=True),
      (ValueError, r"more than 1 value per channel.*input shape \(1, 3\)")),
     ("batch_norm_backward N=0", lambda: pyconv.batch_norm_backward(_z(0, 3), _z(0, 3), None, _z(3), _o(3)), [(0, 3), (3,), (3,)]),
+    # an empty spatial axis: no values per channel (the column walk must not divide by S = 0)
+    ("batch_norm eval S=0", lambda: pyconv.batch_norm(_z(2, 3, 0), _z(3), _o(3)), [(2, 3, 0)]),
+    ("batch_norm train S=0", lambda: pyconv.batch_norm(_z(2, 3, 0, 5), _z(3), _o(3), training=True),
+     (ValueError, r"more than 1 value per channel.*input shape \(2, 3, 0, 5\)")),
+    ("batch_norm_backward S=0", lambda: pyconv.batch_norm_backward(_z(2, 3, 0), _z(2, 3, 0), None, _z(3), _o(3)), [(2, 3, 0), (3,), (3,)]),
+    ("batch_norm_backward S=0 eval", lambda: pyconv.batch_norm_backward(_z(2, 3, 0, 4), _z(2, 3, 0, 4), _o(3), _z(3), _o(3), training=False), [(2, 3, 0, 4), (3,), (3,)]),
 ]
 
 

@@ -1087,7 +1087,7 @@ def test_batch_norm_simd_reductions_match_portable_bits(S):
 # Shapes on both walks (rows of >= 32 values; shorter rows by columns), odd
 # sizes around the 32-lane groups, the 256-value blocks and the 8-row blocks.
 BN_WIDE_SHAPES = [(3, 5, 300), (9, 4, 33), (2, 3, 16, 16), (5, 6, 1000), (300, 37), (17, 9, 5),
-                  (64, 3, 2, 2), (1, 2, 257)]
+                  (64, 3, 2, 2), (1, 2, 257), (20, 3000), (10, 700, 5)]  # (the last two: > 2048 columns)
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
@@ -1144,9 +1144,10 @@ def test_batch_norm_float32_statistics_are_robust(shape, kind, isa):
     np.testing.assert_allclose(y, y_ref, rtol=1e-4, atol=tol)
 
 
-@pytest.mark.parametrize("shape", [(9, 70, 40), (300, 37), (7, 130, 2, 3)],
+@pytest.mark.parametrize("shape", [(16, 64, 24, 24), (4096, 300), (2000, 130, 2, 3)],
                          ids=lambda s: "x".join(map(str, s)))
 def test_batch_norm_walks_thread_count_independence(shape, restore_threads):
+    """Both walks on 2 threads (each case is over 2 MB, so it is split)."""
     x, w, b, rm, rv = _bn_arrays(shape, 112, np.float32)
     dy = rnd(shape, 113, np.float32)
 
@@ -1158,13 +1159,33 @@ def test_batch_norm_walks_thread_count_independence(shape, restore_threads):
     assert_same_bits(r1, r2, "batch norm")
 
 
-def test_batch_norm_non_finite_input():
-    x = np.ones((4, 3, 40), np.float32)
-    x[1, 0, 5] = np.inf
+@pytest.mark.parametrize("shape", [(4, 3, 40), (4, 3), (4, 3, 2)], ids=["rows", "columns", "columns-S2"])
+def test_batch_norm_non_finite_input(shape):
+    x = np.ones(shape, np.float32)
+    x = x.reshape(shape[0], shape[1], -1)
+    x[1, 0, -1] = np.inf
     x[2, 1, 0] = np.nan
+    x = x.reshape(shape)
     rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
     y, sm, si = pyconv.batch_norm(x, rm, rv, training=True, return_stats=True)
+    y = y.reshape(shape[0], 3, -1)
     # PyTorch's mean is inf for channel 0, ours NaN; both give NaN outputs
     assert not np.isfinite(sm[0]) and np.isnan(si[0]) and np.isnan(y[:, 0]).all()
     assert np.isnan(sm[1]) and np.isnan(si[1]) and np.isnan(y[:, 1]).all()
     assert sm[2] == 1.0 and np.isfinite(y[:, 2]).all()
+
+
+@pytest.mark.parametrize("shape", [(6, 2, 300), (40, 3), (16, 2, 3)], ids=["rows", "columns", "columns-S3"])
+def test_batch_norm_float32_huge_values_fall_back_to_double(shape, isa):
+    """Deviations near 1e19 overflow a float sum of squares; such blocks are
+    taken again in double, so the variance (about 1e38, within float32)
+    stays finite and right."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal(shape) * 1e19).astype(np.float32)
+    y, sm, si = pyconv.batch_norm(x, None, None, training=True, return_stats=True)
+    axes = tuple(i for i in range(x.ndim) if i != 1)
+    var = x.astype(np.float64).var(axis=axes)
+    assert np.isfinite(si).all() and (si > 0).all()
+    np.testing.assert_allclose(1.0 / si.astype(np.float64) ** 2, var, rtol=1e-5)
+    np.testing.assert_allclose(sm, x.astype(np.float64).mean(axis=axes), rtol=1e-4, atol=1e14)
+    assert np.isfinite(y).all()

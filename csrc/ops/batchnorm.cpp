@@ -8,16 +8,21 @@
 // as columns of the (N, C*S) matrix. Then one element-wise pass in memory
 // order writes y (or dx), shared between threads by rows.
 //
-// The float32 sums are taken in float over blocks of 8 values per lane and
-// added to double partial sums after each block: converting every value to
-// double bound the AVX2 kernels to half the memory bandwidth, and a block
-// of 8 float additions stays within a few float32 ulp.
+// The float32 sums are taken in float over short blocks and merged into
+// double after each: converting every value to double bound the AVX2
+// kernels to half the memory bandwidth. The statistics sum each block of
+// 256 values about its own mean (two passes over the block, from L1) and
+// merge the blocks' (count, mean, deviation sums) into double shifted sums,
+// so float rounding never meets a large mean or drift (merge_stats); the
+// backward's sums go over 8 values per lane in float, then into 32 double
+// lanes. Blocks whose float sums overflow are taken again in double.
 #include "ops/batchnorm.h"
 
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -32,11 +37,6 @@ constexpr i64 kBlock = 8 * kL;   // values per lane-block (8 per lane)
 constexpr i64 kShortRow = 32;    // rows shorter than this take the column path
 constexpr i64 kColumns = 2048;   // columns per block of the column path (whole channels)
 
-
-// The portable loops of the VMathF32 batch-norm kernels (vmath.h), in the
-// same order of operations: over the full groups of 32, blocks of up to 8
-// groups accumulate per lane in T, then add to the double sums; the last
-// n mod 32 values go straight into acc[0..].
 // The portable loop of VMathF32::bn_row_stats (vmath.h), same order of
 // operations: blocks of kBlock values; in each, the sum, and then the sums
 // of the deviations from the block's mean and of their squares, over 32
@@ -65,10 +65,14 @@ void row_stats(const T* x, i64 n, double* st) {
       a[i - full] += d;
       q[i - full] += d * d;
     }
-    merge_stats(st, double(nb), double(mb), double(fold_lanes(a)), double(fold_lanes(q)));
+    merge_block(st, xb, nb, mb, fold_lanes(a), fold_lanes(q));
   }
 }
 
+// The portable loop of VMathF32::bn_grad_sums (vmath.h), in the same order
+// of operations: over the full groups of 32, blocks of up to 8 groups
+// accumulate per lane in T, then add to the double sums; the last n mod 32
+// terms go straight into acc[0..].
 template <typename T>
 void grad_sums(const T* g, const T* x, i64 n, T m, double* a1, double* a2) {
   const i64 full = n - n % kL;
@@ -158,11 +162,13 @@ void grad_coefs(const T* invstd, const T* w, i64 c, double sdy, double sdyx, dou
 // Threads' shares of the channels: [C * t / nt, C * (t + 1) / nt).
 template <typename F>
 void over_channel_ranges(i64 C, int nt, F f) {
+  ExceptionCapture capture;  // (the walks allocate their sums: bad_alloc)
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     const int t = omp_get_thread_num(), n = omp_get_num_threads();
-    f(C * t / n, C * (t + 1) / n);
+    capture.run([&] { f(C * t / n, C * (t + 1) / n); });
   }
+  capture.rethrow();
 }
 
 // f(n) for every row n of the (N, C*S) matrix, rows shared between threads.
@@ -250,13 +256,9 @@ void channel_sums(i64 N, i64 C, i64 S, int tensors, Row row, Col col, double* t1
 }  // namespace
 
 namespace {
-// Column path of the statistics for the channels [c0, c1): per column of
-// the (N, C*S) matrix, blocks of 8 rows (their mean, then the sums of the
-// deviations from it and of their squares, in T) go into the column's
-// double shifted sums as in merge_stats; then each channel merges its S
-// columns into st[4c..4c+4).
-// column_stats on the Wd columns at x[j] of rows [n0, n1), the sums in
+// column_stats on the Wd columns at x[0..Wd) of rows [n0, n1), the sums in
 // registers; k / s1 / s2 at the same columns (k set on the first block).
+// A column whose float sums overflow takes the block again in double.
 template <int Wd, typename T>
 inline void column_strip(const T* x, i64 CS, i64 n0, i64 n1, double* k, double* s1, double* s2) {
   const T nb = T(n1 - n0);
@@ -270,18 +272,38 @@ inline void column_strip(const T* x, i64 CS, i64 n0, i64 n1, double* k, double* 
       sd[l] += d;
       q[l] += d * d;
     }
+  double md[Wd], sdd[Wd], qd[Wd];
+  for (int l = 0; l < Wd; ++l) md[l] = m[l], sdd[l] = sd[l], qd[l] = q[l];
+  for (int l = 0; l < Wd; ++l)
+    if (!(std::isfinite(m[l]) && std::isfinite(sd[l]) && std::isfinite(q[l]))) {
+      double t = 0, u = 0, v = 0;
+      for (i64 n = n0; n < n1; ++n) t += double(x[n * CS + l]);
+      md[l] = t / double(n1 - n0);
+      for (i64 n = n0; n < n1; ++n) {
+        const double d = double(x[n * CS + l]) - md[l];
+        u += d;
+        v += d * d;
+      }
+      sdd[l] = u, qd[l] = v;
+    }
   if (n0 == 0)
     for (int l = 0; l < Wd; ++l) {
-      k[l] = std::isfinite(m[l]) ? double(m[l]) : 0.0;
+      k[l] = std::isfinite(md[l]) ? md[l] : 0.0;
       s1[l] = s2[l] = 0;
     }
   const double dn = double(nb);
   for (int l = 0; l < Wd; ++l) {  // as merge_stats, the shift fixed
-    const double d = double(m[l]) - k[l];
-    s1[l] += dn * d + double(sd[l]);
-    s2[l] += double(q[l]) + d * (2 * double(sd[l]) + dn * d);
+    const double d = md[l] - k[l];
+    s1[l] += dn * d + sdd[l];
+    s2[l] += qd[l] + d * (2 * sdd[l] + dn * d);
   }
 }
+
+// Column path of the statistics for the channels [c0, c1): per column of
+// the (N, C*S) matrix, blocks of 8 rows (their mean, then the sums of the
+// deviations from it and of their squares, in T) go into the column's
+// double shifted sums as in merge_stats; then each channel merges its S
+// columns into st[4c..4c+4).
 
 template <typename T>
 void column_stats(const T* x, i64 N, i64 C, i64 S, i64 c0, i64 c1, double* st) {
@@ -312,6 +334,12 @@ template <typename T>
 void batch_norm_train_forward(const T* x, i64 N, i64 C, i64 S, T eps, const T* w, const T* b, T* y,
                               T* mean, T* var, T* invstd) {
   if (C <= 0) return;
+  if (N * S == 0) {  // no values: statistics undefined (the Python layer refuses this)
+    std::fill_n(mean, C, std::numeric_limits<T>::quiet_NaN());
+    std::fill_n(var, C, std::numeric_limits<T>::quiet_NaN());
+    std::fill_n(invstd, C, std::numeric_limits<T>::quiet_NaN());
+    return;
+  }
   const VMathF32* vm = bn_simd<T>();
   std::vector<double> st(4 * C, 0.0);  // per channel, see merge_stats
   const int nt = (int)std::min<i64>(C, threads_for(double(N) * C * S * sizeof(T), 1.0e6));
@@ -352,6 +380,11 @@ template <typename T>
 void batch_norm_backward(const T* dy, const T* x, i64 N, i64 C, i64 S, const T* mean,
                          const T* invstd, const T* w, bool training, T* dx, T* dw, T* db) {
   if (C <= 0) return;
+  if (N * S == 0) {  // empty sums; dx is empty
+    if (dw) std::fill_n(dw, C, T(0));
+    if (db) std::fill_n(db, C, T(0));
+    return;
+  }
   const VMathF32* vm = bn_simd<T>();
   const double M = double(N * S);
   std::vector<double> t1(C), t2(C);  // sum(dy), sum(dy * (x - mean))

@@ -3,8 +3,6 @@
 // order. Internal linkage on purpose: each translation unit (compiled with
 // its own ISA flags) gets its own copy, never another file's.
 #pragma once
-#include <cmath>
-
 #include "common.h"
 
 namespace pyconv {
@@ -18,11 +16,30 @@ namespace {
 // cancels little too: k is within a few deviations of the mean unless the
 // data drifts by hundreds of them.
 inline void merge_stats(double* st, double nb, double mb, double sb, double qb) {
-  if (st[0] == 0) st[1] = std::isfinite(mb) ? mb : 0.0;
+  if (st[0] == 0) st[1] = __builtin_isfinite(mb) ? mb : 0.0;  // (no std:: here: ISA files use it)
   const double d = mb - st[1];
   st[0] += nb;
   st[2] += nb * d + sb;
   st[3] += qb + d * (2 * sb + nb * d);
+}
+
+// merge_stats of a block of nb values at x whose float statistics are mb,
+// sb, qb; if any of them overflowed (values or deviations beyond ~1e18, far
+// inside float32's range for the variance), the block is taken again in
+// double. Non-finite data stays non-finite either way.
+template <typename T>
+inline void merge_block(double* st, const T* x, i64 nb, T mb, T sb, T qb) {
+  if (__builtin_isfinite(mb) && __builtin_isfinite(sb) && __builtin_isfinite(qb))
+    return merge_stats(st, double(nb), double(mb), double(sb), double(qb));
+  double s = 0, a = 0, q = 0;
+  for (i64 i = 0; i < nb; ++i) s += double(x[i]);
+  const double m = s / double(nb);
+  for (i64 i = 0; i < nb; ++i) {
+    const double d = double(x[i]) - m;
+    a += d;
+    q += d * d;
+  }
+  merge_stats(st, double(nb), m, a, q);
 }
 
 // The sum of 32 lane sums in a fixed tree, the one a SIMD reduction of

@@ -6,6 +6,10 @@
 
 #include "cpu/parallel.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 namespace pyconv {
 namespace {
 
@@ -62,31 +66,40 @@ void pad_backward(const PadParams& p, const T* dy, T* dx) {
   const std::vector<i64> sy = source_map(OH, p.top, p.H, p.mode);
   const std::vector<i64> sx = source_map(OW, p.left, p.W, p.mode);
   const int nt = threads_for(double(p.planes) * OH * OW * sizeof(T), 1.0e6);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-  for (i64 pl = 0; pl < p.planes; ++pl) {
-    T* dxp = dx + pl * p.H * p.W;
-    const T* g = dy + pl * OH * OW;
-    // Output rows in order; each adds its interior (the first one to reach
-    // a source row stores it, no zero fill first) and then its edges left to
-    // right into the source row.
-    std::vector<char> seen(p.H, 0);
-    for (i64 oy = 0; oy < OH; ++oy) {
-      if (sy[oy] < 0) continue;
-      T* __restrict dr = dxp + sy[oy] * p.W;
-      const T* __restrict gr = g + oy * OW;
-      const T* __restrict gi = gr + p.left;
-      if (seen[sy[oy]])
-        for (i64 ix = 0; ix < p.W; ++ix) dr[ix] += gi[ix];
-      else
-        for (i64 ix = 0; ix < p.W; ++ix) dr[ix] = gi[ix];
-      seen[sy[oy]] = 1;
-      for (i64 ox = 0; ox < p.left; ++ox)
-        if (sx[ox] >= 0) dr[sx[ox]] += gr[ox];
-      for (i64 ox = p.left + p.W; ox < OW; ++ox)
-        if (sx[ox] >= 0) dr[sx[ox]] += gr[ox];
+  std::vector<char> seen_all(std::size_t(nt) * p.H);  // per thread: source rows stored yet
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+#ifdef _OPENMP
+    char* seen = seen_all.data() + std::size_t(omp_get_thread_num()) * p.H;
+#else
+    char* seen = seen_all.data();
+#endif
+#pragma omp for schedule(static)
+    for (i64 pl = 0; pl < p.planes; ++pl) {
+      T* dxp = dx + pl * p.H * p.W;
+      const T* g = dy + pl * OH * OW;
+      // Output rows in order; each adds its interior (the first one to reach
+      // a source row stores it, no zero fill first) and then its edges left
+      // to right into the source row.
+      std::fill(seen, seen + p.H, char(0));
+      for (i64 oy = 0; oy < OH; ++oy) {
+        if (sy[oy] < 0) continue;
+        T* __restrict dr = dxp + sy[oy] * p.W;
+        const T* __restrict gr = g + oy * OW;
+        const T* __restrict gi = gr + p.left;
+        if (seen[sy[oy]])
+          for (i64 ix = 0; ix < p.W; ++ix) dr[ix] += gi[ix];
+        else
+          for (i64 ix = 0; ix < p.W; ++ix) dr[ix] = gi[ix];
+        seen[sy[oy]] = 1;
+        for (i64 ox = 0; ox < p.left; ++ox)
+          if (sx[ox] >= 0) dr[sx[ox]] += gr[ox];
+        for (i64 ox = p.left + p.W; ox < OW; ++ox)
+          if (sx[ox] >= 0) dr[sx[ox]] += gr[ox];
+      }
+      for (i64 iy = 0; iy < p.H; ++iy)  // (every row is some output row's interior)
+        if (!seen[iy]) std::fill(dxp + iy * p.W, dxp + (iy + 1) * p.W, T(0));
     }
-    for (i64 iy = 0; iy < p.H; ++iy)  // (every row is some output row's interior)
-      if (!seen[iy]) std::fill(dxp + iy * p.W, dxp + (iy + 1) * p.W, T(0));
   }
 }
 

@@ -6,7 +6,6 @@
 // through a zero-padded 8-float stack buffer (never reading past the end).
 #include <immintrin.h>
 
-#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -50,12 +49,6 @@ inline void exp_reduced_n(const V* xc, V* er, __m256i* n) {
     n[u] = _mm256_cvtps_epi32(fn[u]);
     er[u] = _mm256_fmadd_ps(p, r2[u], _mm256_add_ps(r[u], set1(1.0f)));
   }
-}
-
-inline V exp_reduced(V xc, __m256i* n) {
-  V er;
-  exp_reduced_n<1>(&xc, &er, n);
-  return er;
 }
 
 // 2^n as a float, for n in [-126, 127].
@@ -102,10 +95,6 @@ inline void exp_nonpos_n(V* x) {
     x[u] = _mm256_andnot_ps(_mm256_cmp_ps(x[u], lo, _CMP_NGE_UQ), _mm256_mul_ps(er[u], pow2i(n[u])));
 }
 
-inline V exp_nonpos8(V x) {
-  exp_nonpos_n<1>(&x);
-  return x;
-}
 
 // log(x) for x >= 1 or NaN (a softmax row's sum of exps: >= 1 since its
 // largest term is exp(0)), Cephes' logf: x = 2^e * m with m in
@@ -284,7 +273,7 @@ void map1(const float* x, float* y, i64 n) {
   }
   for (; i < n; i += 8) {
     alignas(32) float buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    const i64 w = std::min<i64>(8, n - i);
+    const i64 w = n - i < 8 ? n - i : 8;
     for (i64 k = 0; k < w; ++k) buf[k] = x[i + k];
     V v = _mm256_load_ps(buf);
     Op::template run<1>(&v);
@@ -304,7 +293,7 @@ void map2(const float* g, const float* x, float* d, i64 n) {
   }
   for (; i < n; i += 8) {
     alignas(32) float bg[8] = {0, 0, 0, 0, 0, 0, 0, 0}, bx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    const i64 w = std::min<i64>(8, n - i);
+    const i64 w = n - i < 8 ? n - i : 8;
     for (i64 k = 0; k < w; ++k) bg[k] = g[i + k], bx[k] = x[i + k];
     V gv = _mm256_load_ps(bg);
     const V xv = _mm256_load_ps(bx);
@@ -539,7 +528,7 @@ inline i64 block_sums(i64 n, double* s1, double* s2, Term term) {
   while (i < full) {
     V a[4], b[4];
     for (int j = 0; j < 4; ++j) a[j] = b[j] = _mm256_setzero_ps();
-    for (const i64 end = std::min(full, i + 256); i < end; i += 32) term(i, a, b);
+    for (const i64 end = full < i + 256 ? full : i + 256; i < end; i += 32) term(i, a, b);
     for (int j = 0; j < 4; ++j) add_to_doubles(a[j], s1 + 8 * j), add_to_doubles(b[j], s2 + 8 * j);
   }
   return i;
@@ -562,7 +551,7 @@ inline float fold4(V* a, const float* t, i64 nt) {
 
 void bn_row_stats_f32(const float* x, i64 n, double* st) {
   for (i64 i0 = 0; i0 < n; i0 += 256) {
-    const i64 nb = std::min<i64>(256, n - i0), full = nb - nb % 32, nt = nb - full;
+    const i64 nb = n - i0 < 256 ? n - i0 : 256, full = nb - nb % 32, nt = nb - full;
     const float* xb = x + i0;
     V a[4], q[4];
     for (int j = 0; j < 4; ++j) a[j] = _mm256_setzero_ps();
@@ -580,7 +569,7 @@ void bn_row_stats_f32(const float* x, i64 n, double* st) {
     float td[32], tq[32];
     for (i64 i = 0; i < nt; ++i) td[i] = xb[full + i] - mb, tq[i] = td[i] * td[i];
     const float sb = fold4(a, td, nt), qb = fold4(q, tq, nt);
-    merge_stats(st, double(nb), double(mb), double(sb), double(qb));
+    merge_block(st, xb, nb, mb, sb, qb);
   }
 }
 
