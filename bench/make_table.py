@@ -6,6 +6,8 @@
     python bench/make_table.py --train bench/results/TRAIN.json    # bench_train.py results
     python bench/make_table.py bench/results/FILE.json --chart OUT.png [--threads 2]
                                                    # bar chart: x torch per shape and direction
+    python bench/make_table.py bench/results/FILE.json --scaling [conv|gemm|ops|all]
+                                                   # 1 -> 2 thread speed-up of every shape
 
 One row per shape: GFLOP/s, % of the measured peak and the torch ratio
 (torch ms / pyconv ms, > 1 means pyconv is faster) for fwd, bwd_d and
@@ -24,12 +26,17 @@ def main(argv=None):
     ap.add_argument("--gemm", action="store_true", help="the GEMM table instead")
     ap.add_argument("--ops", action="store_true", help="the memory-bound ops table instead")
     ap.add_argument("--train", help="render a bench_train.py JSON file instead")
+    ap.add_argument("--scaling", nargs="?", const="conv", choices=("conv", "gemm", "ops", "all"),
+                    help="1 -> 2 thread speed-up (1-thread time / 2-thread time) per shape and "
+                         "direction, pyconv and torch, for one section (default conv) or all")
     ap.add_argument("--chart", metavar="PNG",
                     help="write a bar chart of the conv torch ratios (needs matplotlib) instead")
     args = ap.parse_args(argv)
     if args.train:
         return train_table(json.load(open(args.train)))
     data = json.load(open(args.json))
+    if args.scaling:
+        return scaling_table(data, args.scaling)
     if args.chart:
         return conv_chart(data, args.threads, args.chart)
     if args.gemm:
@@ -81,6 +88,48 @@ def conv_chart(data, threads, path):
               title=f"conv2d vs PyTorch {data['meta'].get('torch') or ''}, {threads} thread(s)",
               reference=("break-even", 1.0), annotate=False, log=True)
     print(f"wrote {path}")
+
+
+def scaling_table(data, section):
+    """Per shape and direction: 1-thread ms / 2-thread ms for pyconv and for
+    torch (the same run), and their geometric means per section."""
+    pairs = OrderedDict()
+    for r in data["results"]:
+        if r.get("ms") and (section == "all" or r["section"] == section):
+            pairs.setdefault((r["section"], r["name"], r["desc"], r["direction"]), {})[r["threads"]] = r
+    rows = [(k, v[1], v[2]) for k, v in pairs.items() if 1 in v and 2 in v]
+    if not rows:
+        raise SystemExit("no entries measured at both 1 and 2 threads")
+    gm = {}
+    conv = OrderedDict()
+    listed = []
+    for (sec, name, desc, d), a, b in rows:
+        sp = a["ms"] / b["ms"]
+        tp = a["torch_ms"] / b["torch_ms"] if a.get("torch_ms") and b.get("torch_ms") else None
+        gm.setdefault(sec, ([], []))[0].append(sp)
+        if tp:
+            gm[sec][1].append(tp)
+        cell = f"{sp:.2f}x" + (f" ({tp:.2f}x)" if tp else "")
+        if sec == "conv":
+            conv.setdefault((name, desc), {})[d] = cell
+        else:
+            listed.append(f"| {sec} | {name} | `{desc}` | {d} | {cell} |")
+    if conv:  # one row per conv shape
+        print("| layer | shape | fwd | bwd_d | bwd_w |")
+        print("|---|---|---|---|---|")
+        for (name, desc), d in conv.items():
+            print(f"| {name} | `{desc}` | " + " | ".join(d.get(k, "-") for k in ("fwd", "bwd_d", "bwd_w")) + " |")
+        print()
+    if listed:
+        print("| section | name | shape | dir | 1 -> 2 threads |")
+        print("|---|---|---|---|---|")
+        print("\n".join(listed))
+        print()
+    print("cells: pyconv's 1-thread time / 2-thread time (torch's in parentheses)")
+    for sec, (p, t) in gm.items():
+        g = lambda v: math.exp(sum(map(math.log, v)) / len(v))
+        print(f"{sec}: geometric mean speed-up 1 -> 2 threads: pyconv {g(p):.2f}x"
+              + (f", torch {g(t):.2f}x" if t else "") + f" ({len(p)} entries)")
 
 
 def gemm_table(data):

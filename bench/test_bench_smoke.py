@@ -161,10 +161,12 @@ def test_readme_tables_and_chart_render(tmp_path):
     here = pathlib.Path(__file__).parent
     script, res = here / "make_table.py", here / "results" / "bench-2026-11-29.json"
     assert importlib.util.find_spec("matplotlib") is not None
-    for extra in ([], ["--threads", "2"], ["--gemm"], ["--ops"]):
+    for extra in ([], ["--threads", "2"], ["--gemm"], ["--ops"], ["--scaling"], ["--scaling", "all"]):
         out = subprocess.run([sys.executable, str(script), str(res), *extra], check=True,
                              capture_output=True, text=True).stdout
         assert out.count("\n|") >= 5, extra
+        if extra[:1] == ["--scaling"]:
+            assert "geometric mean speed-up 1 -> 2 threads" in out
     png = tmp_path / "chart.png"
     subprocess.run([sys.executable, str(script), str(res), "--chart", str(png)], check=True,
                    capture_output=True)
