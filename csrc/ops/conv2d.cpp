@@ -410,7 +410,9 @@ void forward_batched(const Conv2dParams& p, const T* x, const T* w, const T* b, 
       // Few columns (one 7x7 map): gemm() computes y^T = col^T W^T, which
       // wastes far less of its register tiles; it needs col materialised.
       T* col = t_scratch.get<T>(0, p.C * p.KH * p.KW * L);
-      for (i64 i = 0; i < cnt; ++i) im2col_rows(p, x + (n0 + i) * xs, 0, p.OH, col + i * OHW, L);
+      // (threads sized by the GEMM's work: on its own the copy looks too small to share)
+      const int ct = threads_for(2.0 * double(p.OC) * K * L, 2.0e5);
+      for (i64 i = 0; i < cnt; ++i) im2col_rows(p, x + (n0 + i) * xs, 0, p.OH, col + i * OHW, L, ct);
       for (i64 g = 0; g < p.G; ++g)
         gemm<T>(kern, OCg, L, K, w + g * OCg * K, K, 1, col + g * K * L, L, 1, T(0),
                 out + g * OCg * L, L);
