@@ -453,11 +453,22 @@ void backward_data_batched(const Conv2dParams& p, const T* dy, const T* w, T* dx
     for (i64 g = 0; g < p.G; ++g)  // dcol_g[K x L] = W_g^T[K x OCg] * dy_g[OCg x L]
       gemm<T>(kern, K, L, OCg, w + g * OCg * K, 1, K, dyc + g * OCg * L, L, 1, T(0), col + g * K * L,
               L);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (i64 i = 0; i < cnt; ++i) {
+    // Images in parallel, or, with fewer images than threads (one 7x7 map at
+    // batch 1), each image's channels (the GEMM's thread count: on its own
+    // the scatter looks too small to share).
+    // (Not one region with an if clause: a region nested in even an inactive
+    // one gets a fresh thread team per call.)
+    const int ct = threads_for(2.0 * double(p.OC) * K * L, 2.0e5);
+    auto scatter = [&](i64 i, int threads) {
       T* dxn = dx + (n0 + i) * xs;
       std::fill(dxn, dxn + xs, T(0));
-      col2im_rows(p, col + i * OHW, L, 0, p.OH, dxn, 1);
+      col2im_rows(p, col + i * OHW, L, 0, p.OH, dxn, threads);
+    };
+    if (cnt >= ct) {
+#pragma omp parallel for num_threads(ct) schedule(static) if (ct > 1)
+      for (i64 i = 0; i < cnt; ++i) scatter(i, 1);
+    } else {
+      for (i64 i = 0; i < cnt; ++i) scatter(i, ct);
     }
   }
 }
