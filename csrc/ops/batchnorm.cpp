@@ -261,11 +261,11 @@ namespace {
 // A column whose float sums overflow takes the block again in double.
 template <int Wd, typename T>
 inline void column_strip(const T* x, i64 CS, i64 n0, i64 n1, double* k, double* s1, double* s2) {
-  const T nb = T(n1 - n0);
+  const T nb = T(n1 - n0), rnb = T(1) / nb;
   T a[Wd] = {}, sd[Wd] = {}, q[Wd] = {}, m[Wd];
   for (i64 n = n0; n < n1; ++n)
     for (int l = 0; l < Wd; ++l) a[l] += x[n * CS + l];
-  for (int l = 0; l < Wd; ++l) m[l] = a[l] / nb;
+  for (int l = 0; l < Wd; ++l) m[l] = a[l] * rnb;  // (any rounding of the mean is corrected by sd)
   for (i64 n = n0; n < n1; ++n)
     for (int l = 0; l < Wd; ++l) {
       const T d = x[n * CS + l] - m[l];
@@ -274,29 +274,15 @@ inline void column_strip(const T* x, i64 CS, i64 n0, i64 n1, double* k, double* 
     }
   double md[Wd], sdd[Wd], qd[Wd];
   for (int l = 0; l < Wd; ++l) md[l] = m[l], sdd[l] = sd[l], qd[l] = q[l];
+  // v - v is 0 for finite v and NaN otherwise: one branch-free check per strip.
+  T chk = 0;
+  for (int l = 0; l < Wd; ++l) chk += (m[l] - m[l]) + (sd[l] - sd[l]) + (q[l] - q[l]);
+  if (!(chk == T(0)))
+    for (int l = 0; l < Wd; ++l)
+      if (!(std::isfinite(m[l]) && std::isfinite(sd[l]) && std::isfinite(q[l])))
+        column_lane_double(x + l, CS, n0, n1, &md[l], &sdd[l], &qd[l]);
   for (int l = 0; l < Wd; ++l)
-    if (!(std::isfinite(m[l]) && std::isfinite(sd[l]) && std::isfinite(q[l]))) {
-      double t = 0, u = 0, v = 0;
-      for (i64 n = n0; n < n1; ++n) t += double(x[n * CS + l]);
-      md[l] = t / double(n1 - n0);
-      for (i64 n = n0; n < n1; ++n) {
-        const double d = double(x[n * CS + l]) - md[l];
-        u += d;
-        v += d * d;
-      }
-      sdd[l] = u, qd[l] = v;
-    }
-  if (n0 == 0)
-    for (int l = 0; l < Wd; ++l) {
-      k[l] = std::isfinite(md[l]) ? md[l] : 0.0;
-      s1[l] = s2[l] = 0;
-    }
-  const double dn = double(nb);
-  for (int l = 0; l < Wd; ++l) {  // as merge_stats, the shift fixed
-    const double d = md[l] - k[l];
-    s1[l] += dn * d + sdd[l];
-    s2[l] += qd[l] + d * (2 * sdd[l] + dn * d);
-  }
+    column_update(md[l], sdd[l], qd[l], double(nb), n0 == 0, &k[l], &s1[l], &s2[l]);
 }
 
 // Column path of the statistics for the channels [c0, c1): per column of
@@ -307,6 +293,7 @@ inline void column_strip(const T* x, i64 CS, i64 n0, i64 n1, double* k, double* 
 
 template <typename T>
 void column_stats(const T* x, i64 N, i64 C, i64 S, i64 c0, i64 c1, double* st) {
+  const VMathF32* vm = bn_simd<T>();
   const i64 per = std::max<i64>(1, kColumns / S), CS = C * S;  // channels per block
   std::vector<double> k(per * S), s1(per * S), s2(per * S);  // per column: shift, sums
   for (i64 cb = c0; cb < c1; cb += per) {
@@ -314,7 +301,14 @@ void column_stats(const T* x, i64 N, i64 C, i64 S, i64 c0, i64 c1, double* st) {
     for (i64 n0 = 0; n0 < N; n0 += 8) {
       const i64 n1 = std::min(N, n0 + 8);
       i64 j = 0;
-      for (; j + 8 <= w; j += 8) column_strip<8>(x + j0 + j, CS, n0, n1, &k[j], &s1[j], &s2[j]);
+      for (; j + 8 <= w; j += 8) {
+        if constexpr (std::is_same_v<T, float>)
+          if (vm) {
+            vm->bn_col_stats8(x + j0 + j, CS, n0, n1, &k[j], &s1[j], &s2[j]);
+            continue;
+          }
+        column_strip<8>(x + j0 + j, CS, n0, n1, &k[j], &s1[j], &s2[j]);
+      }
       for (; j < w; ++j) column_strip<1>(x + j0 + j, CS, n0, n1, &k[j], &s1[j], &s2[j]);
     }
     // each channel merges its S columns in order (each about its own mean)

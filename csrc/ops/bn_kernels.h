@@ -42,6 +42,36 @@ inline void merge_block(double* st, const T* x, i64 nb, T mb, T sb, T qb) {
   merge_stats(st, double(nb), m, a, q);
 }
 
+// Column path (batchnorm.cpp column_strip and the AVX2 bn_col_stats8): a
+// column whose float block sums are not all finite takes its rows [n0, n1)
+// again in double (x at the column, rows CS apart).
+template <typename T>
+inline void column_lane_double(const T* x, i64 CS, i64 n0, i64 n1, double* md, double* sdd,
+                               double* qd) {
+  double t = 0, u = 0, v = 0;
+  for (i64 n = n0; n < n1; ++n) t += double(x[n * CS]);
+  *md = t / double(n1 - n0);
+  for (i64 n = n0; n < n1; ++n) {
+    const double d = double(x[n * CS]) - *md;
+    u += d;
+    v += d * d;
+  }
+  *sdd = u, *qd = v;
+}
+
+// One column's shifted sums after a block of dn rows with mean md and
+// deviation sums sdd, qd (merge_stats with the shift fixed on the first).
+inline void column_update(double md, double sdd, double qd, double dn, bool first, double* k,
+                          double* s1, double* s2) {
+  if (first) {
+    *k = __builtin_isfinite(md) ? md : 0.0;
+    *s1 = *s2 = 0;
+  }
+  const double d = md - *k;
+  *s1 += dn * d + sdd;
+  *s2 += qd + d * (2 * sdd + dn * d);
+}
+
 // The sum of 32 lane sums in a fixed tree, the one a SIMD reduction of
 // four 8-lane vectors takes: lanes l, l+8, l+16, l+24 first, then the two
 // halves of 8, then of 4, then of 2.

@@ -53,6 +53,10 @@ struct VMathF32 {
   // g[i] * (x[i] - m) into a2. The row maps, as the portable ones (no fused
   // multiply-add): y = x * s + t, and d = k * (g - a - (x - m) * bc).
   void (*bn_row_stats)(const float* x, i64 n, double* st);
+  // The column walk's statistics for 8 adjacent columns at x (rows CS
+  // apart) over rows [n0, n1) (at most 8), into their k / s1 / s2:
+  // batchnorm.cpp's column_strip<8>, the same operations per column.
+  void (*bn_col_stats8)(const float* x, i64 CS, i64 n0, i64 n1, double* k, double* s1, double* s2);
   void (*bn_grad_sums)(const float* g, const float* x, i64 n, float m, double* a1, double* a2);
   void (*bn_affine)(const float* x, i64 n, float s, float t, float* y);
   void (*bn_dx)(const float* g, const float* x, i64 n, float k, float a, float m, float bc, float* d);

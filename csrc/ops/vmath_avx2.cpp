@@ -573,6 +573,58 @@ void bn_row_stats_f32(const float* x, i64 n, double* st) {
   }
 }
 
+void bn_col_stats8_f32(const float* x, i64 CS, i64 n0, i64 n1, double* k, double* s1, double* s2) {
+  const float nb = float(n1 - n0), rnb = 1.0f / nb;
+  V a = _mm256_setzero_ps();
+  for (i64 n = n0; n < n1; ++n) a = _mm256_add_ps(a, _mm256_loadu_ps(x + n * CS));
+  const V m = _mm256_mul_ps(a, set1(rnb));
+  V sd = _mm256_setzero_ps(), q = _mm256_setzero_ps();
+  for (i64 n = n0; n < n1; ++n) {
+    const V d = _mm256_sub_ps(_mm256_loadu_ps(x + n * CS), m);
+    sd = _mm256_add_ps(sd, d);
+    q = _mm256_add_ps(q, _mm256_mul_ps(d, d));
+  }
+  const V c = _mm256_add_ps(_mm256_add_ps(_mm256_sub_ps(m, m), _mm256_sub_ps(sd, sd)), _mm256_sub_ps(q, q));
+  const bool first = n0 == 0;
+  const __m256d dn = _mm256_set1_pd(double(nb));
+  if (_mm256_movemask_ps(_mm256_cmp_ps(c, c, _CMP_UNORD_Q)) != 0) {  // some sum not finite
+    alignas(32) float mf[8], sf[8], qf[8];
+    _mm256_store_ps(mf, m);
+    _mm256_store_ps(sf, sd);
+    _mm256_store_ps(qf, q);
+    for (int l = 0; l < 8; ++l) {
+      double md = mf[l], sdd = sf[l], qd = qf[l];
+      if (!(__builtin_isfinite(mf[l]) && __builtin_isfinite(sf[l]) && __builtin_isfinite(qf[l])))
+        column_lane_double(x + l, CS, n0, n1, &md, &sdd, &qd);
+      column_update(md, sdd, qd, double(nb), first, &k[l], &s1[l], &s2[l]);
+    }
+    return;
+  }
+  // column_update on four columns at a time (all finite here)
+  const __m128 halves[2] = {_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1)};
+  const __m128 sdh[2] = {_mm256_castps256_ps128(sd), _mm256_extractf128_ps(sd, 1)};
+  const __m128 qh[2] = {_mm256_castps256_ps128(q), _mm256_extractf128_ps(q, 1)};
+  for (int h = 0; h < 2; ++h) {
+    const __m256d md = _mm256_cvtps_pd(halves[h]), sdd = _mm256_cvtps_pd(sdh[h]), qd = _mm256_cvtps_pd(qh[h]);
+    __m256d kv, a1, a2;
+    if (first) {
+      kv = md;
+      _mm256_storeu_pd(k + 4 * h, kv);
+      a1 = a2 = _mm256_setzero_pd();
+    } else {
+      kv = _mm256_loadu_pd(k + 4 * h);
+      a1 = _mm256_loadu_pd(s1 + 4 * h);
+      a2 = _mm256_loadu_pd(s2 + 4 * h);
+    }
+    const __m256d d = _mm256_sub_pd(md, kv);
+    a1 = _mm256_add_pd(a1, _mm256_add_pd(_mm256_mul_pd(dn, d), sdd));
+    const __m256d t = _mm256_add_pd(_mm256_mul_pd(_mm256_set1_pd(2.0), sdd), _mm256_mul_pd(dn, d));
+    a2 = _mm256_add_pd(a2, _mm256_add_pd(qd, _mm256_mul_pd(d, t)));
+    _mm256_storeu_pd(s1 + 4 * h, a1);
+    _mm256_storeu_pd(s2 + 4 * h, a2);
+  }
+}
+
 void bn_grad_sums_f32(const float* g, const float* x, i64 n, float m, double* a1, double* a2) {
   const V mv = set1(m);
   i64 i = block_sums(n, a1, a2, [&](i64 i0, V* a, V* b) {
@@ -697,6 +749,7 @@ const VMathF32 vmath_f32_avx2 = {
     softmax_cols_f32,
     softmax_backward_cols_f32,
     bn_row_stats_f32,
+    bn_col_stats8_f32,
     bn_grad_sums_f32,
     bn_affine_f32,
     bn_dx_f32,
