@@ -1065,9 +1065,10 @@ def test_batch_norm_simd_reductions_match_portable_bits(S, N):
     rng = np.random.default_rng(S)
     C = 5
     x = (rng.standard_normal((N, C, S)) * 3 + 1).astype(np.float32)
+    g = rng.standard_normal((N, C, S)).astype(np.float32)
     if N > 3:  # one column / block whose float sums overflow: redone in double on every ISA
         x[:, 1, 0] *= np.float32(1e19)
-    g = rng.standard_normal((N, C, S)).astype(np.float32)
+        g[:, 1, 0] *= np.float32(1e20)  # (and g * (x - mean) in the backward)
     w = rng.standard_normal(C).astype(np.float32)
     b = rng.standard_normal(C).astype(np.float32)
     out = {}
@@ -1193,3 +1194,23 @@ def test_batch_norm_float32_huge_values_fall_back_to_double(shape, isa):
     np.testing.assert_allclose(1.0 / si.astype(np.float64) ** 2, var, rtol=1e-5)
     np.testing.assert_allclose(sm, x.astype(np.float64).mean(axis=axes), rtol=1e-4, atol=1e14)
     assert np.isfinite(y).all()
+
+
+@pytest.mark.parametrize("shape", [(6, 2, 300), (40, 9), (20, 3, 5)], ids=["rows", "columns", "columns-S5"])
+def test_batch_norm_backward_huge_products_fall_back_to_double(shape, isa):
+    """g * (x - mean) near 1e39 overflows a float sum; such blocks are taken
+    again in double, so grad_weight (about 1e20 here) stays finite and
+    right, on every ISA."""
+    rng = np.random.default_rng(6)
+    x = (rng.standard_normal(shape) * 1e19).astype(np.float32)
+    g = (rng.standard_normal(shape) * 1e20).astype(np.float32)
+    _, sm, si = pyconv.batch_norm(x, None, None, training=True, return_stats=True)
+    dx, dw, db = pyconv.batch_norm_backward(g, x, None, sm, si, training=False)
+    axes = tuple(i for i in range(x.ndim) if i != 1)
+    shp = [1] * x.ndim
+    shp[1] = shape[1]
+    gd, xd = g.astype(np.float64), x.astype(np.float64)
+    dw_ref = (gd * (xd - sm.astype(np.float64).reshape(shp))).sum(axis=axes) * si.astype(np.float64)
+    assert np.isfinite(dw).all() and np.isfinite(db).all()
+    np.testing.assert_allclose(dw, dw_ref, rtol=1e-4)
+    np.testing.assert_allclose(db, gd.sum(axis=axes), rtol=1e-4, atol=1e-4 * np.abs(gd).sum(axis=axes).max())

@@ -71,24 +71,31 @@ void row_stats(const T* x, i64 n, double* st) {
 
 // The portable loop of VMathF32::bn_grad_sums (vmath.h), in the same order
 // of operations: over the full groups of 32, blocks of up to 8 groups
-// accumulate per lane in T, then add to the double sums; the last n mod 32
-// terms go straight into acc[0..].
+// accumulate per lane in T, then add to the double sums (a block whose
+// float sums overflow is taken again in double); the last n mod 32 terms go
+// straight into acc[0..], in double.
 template <typename T>
 void grad_sums(const T* g, const T* x, i64 n, T m, double* a1, double* a2) {
   const i64 full = n - n % kL;
   i64 i = 0;
   while (i < full) {
     T a[kL] = {}, b[kL] = {};
+    const i64 i0 = i;
     for (const i64 end = std::min(full, i + kBlock); i < end; i += kL)
       for (int l = 0; l < kL; ++l) {
         a[l] += g[i + l];
         b[l] += g[i + l] * (x[i + l] - m);
       }
-    for (int l = 0; l < kL; ++l) a1[l] += double(a[l]), a2[l] += double(b[l]);
+    T chk = 0;  // v - v: 0 if finite, else NaN
+    for (int l = 0; l < kL; ++l) chk += (a[l] - a[l]) + (b[l] - b[l]);
+    if (chk == T(0))
+      for (int l = 0; l < kL; ++l) a1[l] += double(a[l]), a2[l] += double(b[l]);
+    else
+      grad_block_double(g + i0, x + i0, i - i0, m, a1, a2);
   }
   for (int l = 0; i < n; ++i, ++l) {
     a1[l] += double(g[i]);
-    a2[l] += double(g[i] * (x[i] - m));
+    a2[l] += double(g[i]) * (double(x[i]) - double(m));
   }
 }
 
@@ -183,9 +190,11 @@ void over_rows(i64 N, i64 CS, double bytes_per_value, F f) {
 // f over all N rows into t1 / t2. f(off, w, a, b) adds the terms of the w
 // values at offset off (a row of the block) into the T sums a[0..w) /
 // b[0..w); columns are walked in blocks of whole channels (at most kColumns
-// columns), rows in blocks of 8 (T sums), then into doubles.
-template <typename T, typename F>
-void column_sums(i64 N, i64 C, i64 S, i64 c0, i64 c1, F f, double* t1, double* t2) {
+// columns), rows in blocks of 8 (T sums), then into doubles;
+// redo(col, n0, n1, da, db) adds a block's terms in double instead where
+// the float sums did not stay finite.
+template <typename T, typename F, typename Redo>
+void column_sums(i64 N, i64 C, i64 S, i64 c0, i64 c1, F f, Redo redo, double* t1, double* t2) {
   const i64 per = std::max<i64>(1, kColumns / S);  // channels per block
   std::vector<T> a(per * S), b(per * S);
   std::vector<double> da(per * S), db(per * S);
@@ -196,8 +205,16 @@ void column_sums(i64 N, i64 C, i64 S, i64 c0, i64 c1, F f, double* t1, double* t
     for (i64 n0 = 0; n0 < N; n0 += 8) {
       std::fill(a.begin(), a.end(), T(0));
       std::fill(b.begin(), b.end(), T(0));
-      for (i64 n = n0; n < std::min(N, n0 + 8); ++n) f(n * C * S + j0, w, a.data(), b.data());
-      for (i64 j = 0; j < w; ++j) da[j] += double(a[j]), db[j] += double(b[j]);
+      const i64 n1 = std::min(N, n0 + 8);
+      for (i64 n = n0; n < n1; ++n) f(n * C * S + j0, w, a.data(), b.data());
+      T chk = 0;  // v - v: 0 if finite, else NaN (one branch-free check per block)
+      for (i64 j = 0; j < w; ++j) chk += (a[j] - a[j]) + (b[j] - b[j]);
+      for (i64 j = 0; j < w; ++j) {
+        if (chk == T(0) || (std::isfinite(a[j]) && std::isfinite(b[j])))
+          da[j] += double(a[j]), db[j] += double(b[j]);
+        else  // overflowed float sums (or non-finite data): the block in double
+          redo(j0 + j, n0, n1, &da[j], &db[j]);
+      }
     }
     for (i64 c = 0; c < nc; ++c) {
       double s = 0, q = 0;
@@ -242,15 +259,16 @@ void row_block_sums(i64 N, i64 C, i64 S, i64 c0, i64 c1, Row row, double* t1, do
 
 // Per-channel sums over x (and g: tensors = 2) into t1 / t2 by the row or
 // the column walk, the channels shared between threads: row as
-// row_block_sums's, col as column_sums's f.
-template <typename T, typename Row, typename Col>
-void channel_sums(i64 N, i64 C, i64 S, int tensors, Row row, Col col, double* t1, double* t2) {
+// row_block_sums's, col and redo as column_sums's.
+template <typename T, typename Row, typename Col, typename Redo>
+void channel_sums(i64 N, i64 C, i64 S, int tensors, Row row, Col col, Redo redo, double* t1,
+                  double* t2) {
   const int nt = (int)std::min<i64>(C, threads_for(double(N) * C * S * sizeof(T) * tensors, 1.0e6));
   over_channel_ranges(C, nt, [&](i64 c0, i64 c1) {
     if (S >= kShortRow)
       row_block_sums(N, C, S, c0, c1, row, t1, t2);
     else
-      column_sums<T>(N, C, S, c0, c1, col, t1, t2);
+      column_sums<T>(N, C, S, c0, c1, col, redo, t1, t2);
   });
 }
 }  // namespace
@@ -397,6 +415,14 @@ void batch_norm_backward(const T* dy, const T* x, i64 N, i64 C, i64 S, const T* 
           for (i64 j = 0; j < wd; ++j) {
             p1[j] += g[j];
             p2[j] += g[j] * (xr[j] - mc[j]);
+          }
+        },
+        [&](i64 col, i64 n0, i64 n1, double* da, double* db) {
+          const double mj = double(mcol[col]);
+          for (i64 n = n0; n < n1; ++n) {
+            const double gv = double(dy[n * C * S + col]);
+            *da += gv;
+            *db += gv * (double(x[n * C * S + col]) - mj);
           }
         },
         t1.data(), t2.data());

@@ -42,6 +42,23 @@ inline void merge_block(double* st, const T* x, i64 nb, T mb, T sb, T qb) {
   merge_stats(st, double(nb), m, a, q);
 }
 
+// The backward's gradient sums over a block of len values (a multiple of 32)
+// in double, lane l = i mod 32 into a1[l] / a2[l]: the fallback when the
+// block's float sums overflow (batchnorm.cpp grad_sums and the AVX2
+// bn_grad_sums). Non-finite data stays non-finite.
+template <typename T>
+inline void grad_block_double(const T* g, const T* x, i64 len, T m, double* a1, double* a2) {
+  for (int l = 0; l < 32; ++l) {
+    double s = 0, t = 0;
+    for (i64 i = l; i < len; i += 32) {
+      s += double(g[i]);
+      t += double(g[i]) * (double(x[i]) - double(m));
+    }
+    a1[l] += s;
+    a2[l] += t;
+  }
+}
+
 // Column path (batchnorm.cpp column_strip and the AVX2 bn_col_stats8): a
 // column whose float block sums are not all finite takes its rows [n0, n1)
 // again in double (x at the column, rows CS apart).

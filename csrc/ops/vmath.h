@@ -48,8 +48,9 @@ struct VMathF32 {
   // of 32, the rest into lanes 0..; folded by fold_lanes), merged into st
   // (merge_stats; both in bn_kernels.h). Gradient sums into 32 double partial
   // sums: over the full groups of 32, lane l sums its terms in float over
-  // blocks of up to 8 groups, then adds that to acc[l]; the last n mod 32
-  // terms go into acc[0..] one by one (as double(term)); g[i] into a1 and
+  // blocks of up to 8 groups, then adds that to acc[l] (a block whose float
+  // sums overflow is redone in double: grad_block_double); the last n mod 32
+  // terms go into acc[0..] one by one, in double; g[i] into a1 and
   // g[i] * (x[i] - m) into a2. The row maps, as the portable ones (no fused
   // multiply-add): y = x * s + t, and d = k * (g - a - (x - m) * bc).
   void (*bn_row_stats)(const float* x, i64 n, double* st);

@@ -517,23 +517,6 @@ inline void add_to_doubles(V f, double* acc) {
   _mm256_storeu_pd(acc + 4, _mm256_add_pd(_mm256_loadu_pd(acc + 4), hi));
 }
 
-// Over the full groups of 32 values of a row, blocks of up to 8 groups:
-// term(i, a, b) adds the terms of values i .. i+31 into the four-vector
-// float sums a and b, which then go into s1 / s2. Returns the first index
-// not done (the n mod 32 tail, left to the caller).
-template <typename Term>
-inline i64 block_sums(i64 n, double* s1, double* s2, Term term) {
-  const i64 full = n - n % 32;
-  i64 i = 0;
-  while (i < full) {
-    V a[4], b[4];
-    for (int j = 0; j < 4; ++j) a[j] = b[j] = _mm256_setzero_ps();
-    for (const i64 end = full < i + 256 ? full : i + 256; i < end; i += 32) term(i, a, b);
-    for (int j = 0; j < 4; ++j) add_to_doubles(a[j], s1 + 8 * j), add_to_doubles(b[j], s2 + 8 * j);
-  }
-  return i;
-}
-
 // fold_lanes (bn_kernels.h) of the four vectors a[0..4) (lanes 0-7, 8-15,
 // 16-23, 24-31), after the tail terms t[0..nt) are added into lanes 0...
 inline float fold4(V* a, const float* t, i64 nt) {
@@ -627,16 +610,29 @@ void bn_col_stats8_f32(const float* x, i64 CS, i64 n0, i64 n1, double* k, double
 
 void bn_grad_sums_f32(const float* g, const float* x, i64 n, float m, double* a1, double* a2) {
   const V mv = set1(m);
-  i64 i = block_sums(n, a1, a2, [&](i64 i0, V* a, V* b) {
-    for (int j = 0; j < 4; ++j) {
-      const V gv = _mm256_loadu_ps(g + i0 + 8 * j);
-      a[j] = _mm256_add_ps(a[j], gv);
-      b[j] = _mm256_add_ps(b[j], _mm256_mul_ps(gv, _mm256_sub_ps(_mm256_loadu_ps(x + i0 + 8 * j), mv)));
-    }
-  });
+  const i64 full = n - n % 32;
+  i64 i = 0;
+  while (i < full) {
+    V a[4], b[4];
+    for (int j = 0; j < 4; ++j) a[j] = b[j] = _mm256_setzero_ps();
+    const i64 i0 = i;
+    for (const i64 end = full < i + 256 ? full : i + 256; i < end; i += 32)
+      for (int j = 0; j < 4; ++j) {
+        const V gv = _mm256_loadu_ps(g + i + 8 * j);
+        a[j] = _mm256_add_ps(a[j], gv);
+        b[j] = _mm256_add_ps(b[j], _mm256_mul_ps(gv, _mm256_sub_ps(_mm256_loadu_ps(x + i + 8 * j), mv)));
+      }
+    V c = _mm256_setzero_ps();  // v - v: 0 if finite, else NaN
+    for (int j = 0; j < 4; ++j)
+      c = _mm256_add_ps(c, _mm256_add_ps(_mm256_sub_ps(a[j], a[j]), _mm256_sub_ps(b[j], b[j])));
+    if (_mm256_movemask_ps(_mm256_cmp_ps(c, c, _CMP_UNORD_Q)) == 0)
+      for (int j = 0; j < 4; ++j) add_to_doubles(a[j], a1 + 8 * j), add_to_doubles(b[j], a2 + 8 * j);
+    else
+      grad_block_double(g + i0, x + i0, i - i0, m, a1, a2);
+  }
   for (int l = 0; i < n; ++i, ++l) {
     a1[l] += double(g[i]);
-    a2[l] += double(g[i] * (x[i] - m));
+    a2[l] += double(g[i]) * (double(x[i]) - double(m));
   }
 }
 
