@@ -233,27 +233,32 @@ std::vector<T> per_column(const std::vector<T>& v, i64 S) {
   return out;
 }
 
-// The sums of rows of S >= kShortRow values for the channels [c0, c1), in
-// blocks of up to 64 channels, image by image, so the walk is in memory
-// order: a walk by channel, one page-sized row after another C * S apart,
-// ran at a third of the bandwidth. (Normalising each block straight after
-// its sums, while it is in cache, measured slower than a second pass in
-// memory order.) Each row goes through row(off, a, b), adding into its
-// channel's 32 + 32 partial sums.
+// The rows (images x channels) of S >= kShortRow values for the channels
+// [c0, c1) in blocks of up to 64 channels, image by image, so the walk is in
+// memory order: a walk by channel, one page-sized row after another C * S
+// apart, ran at a third of the bandwidth in a standalone measurement.
+// (Normalising each block straight after its sums, while it is in cache,
+// measured slower than a second pass in memory order.) f(off, c) per row.
+template <typename F>
+void for_rows_in_order(i64 N, i64 C, i64 S, i64 c0, i64 c1, F f) {
+  const i64 cb = std::clamp<i64>(16384 / S, 1, 64);  // runs of >= 64 KiB of float32
+  for (i64 b0 = c0; b0 < c1; b0 += cb)
+    for (i64 n = 0; n < N; ++n)
+      for (i64 c = b0; c < std::min(c1, b0 + cb); ++c) f((n * C + c) * S, c);
+}
+
+// The row walk's sums for the channels [c0, c1): each row goes through
+// row(off, a, b), adding into its channel's 32 + 32 partial sums.
 template <typename Row>
 void row_block_sums(i64 N, i64 C, i64 S, i64 c0, i64 c1, Row row, double* t1, double* t2) {
-  const i64 cb = std::clamp<i64>(16384 / S, 1, 64);  // runs of >= 64 KiB of float32
-  std::vector<double> acc(2 * kL * cb);
-  for (i64 b0 = c0; b0 < c1; b0 += cb) {
-    const i64 nc = std::min(cb, c1 - b0);
-    std::fill(acc.begin(), acc.end(), 0.0);
-    for (i64 n = 0; n < N; ++n)
-      for (i64 c = 0; c < nc; ++c)
-        row((n * C + b0 + c) * S, acc.data() + 2 * kL * c, acc.data() + 2 * kL * c + kL);
-    for (i64 c = 0; c < nc; ++c) {
-      t1[b0 + c] = fold_lanes(acc.data() + 2 * kL * c);
-      t2[b0 + c] = fold_lanes(acc.data() + 2 * kL * c + kL);
-    }
+  std::vector<double> acc(2 * kL * (c1 - c0), 0.0);
+  for_rows_in_order(N, C, S, c0, c1, [&](i64 off, i64 c) {
+    double* a = acc.data() + 2 * kL * (c - c0);
+    row(off, a, a + kL);
+  });
+  for (i64 c = c0; c < c1; ++c) {
+    t1[c] = fold_lanes(acc.data() + 2 * kL * (c - c0));
+    t2[c] = fold_lanes(acc.data() + 2 * kL * (c - c0) + kL);
   }
 }
 
@@ -298,7 +303,7 @@ inline void column_strip(const T* x, i64 CS, i64 n0, i64 n1, double* k, double* 
   if (!(chk == T(0)))
     for (int l = 0; l < Wd; ++l)
       if (!(std::isfinite(m[l]) && std::isfinite(sd[l]) && std::isfinite(q[l])))
-        column_lane_double(x + l, CS, n0, n1, &md[l], &sdd[l], &qd[l]);
+        block_stats_double(x + n0 * CS + l, CS, n1 - n0, &md[l], &sdd[l], &qd[l]);
   for (int l = 0; l < Wd; ++l)
     column_update(md[l], sdd[l], qd[l], double(nb), n0 == 0, &k[l], &s1[l], &s2[l]);
 }
@@ -308,7 +313,6 @@ inline void column_strip(const T* x, i64 CS, i64 n0, i64 n1, double* k, double* 
 // deviations from it and of their squares, in T) go into the column's
 // double shifted sums as in merge_stats; then each channel merges its S
 // columns into st[4c..4c+4).
-
 template <typename T>
 void column_stats(const T* x, i64 N, i64 C, i64 S, i64 c0, i64 c1, double* st) {
   const VMathF32* vm = bn_simd<T>();
@@ -357,12 +361,8 @@ void batch_norm_train_forward(const T* x, i64 N, i64 C, i64 S, T eps, const T* w
   const int nt = (int)std::min<i64>(C, threads_for(double(N) * C * S * sizeof(T), 1.0e6));
   over_channel_ranges(C, nt, [&](i64 c0, i64 c1) {
     if (S < kShortRow) return column_stats(x, N, C, S, c0, c1, st.data());
-    // blocks of channels image by image (see row_block_sums)
-    const i64 cb = std::clamp<i64>(16384 / S, 1, 64);
-    for (i64 b0 = c0; b0 < c1; b0 += cb)
-      for (i64 n = 0; n < N; ++n)
-        for (i64 c = b0; c < std::min(c1, b0 + cb); ++c)
-          row_stats(vm, x + (n * C + c) * S, S, st.data() + 4 * c);
+    for_rows_in_order(N, C, S, c0, c1,
+                      [&](i64 off, i64 c) { row_stats(vm, x + off, S, st.data() + 4 * c); });
   });
   for (i64 c = 0; c < C; ++c) finish_stats(st.data() + 4 * c, eps, mean + c, var + c, invstd + c);
   batch_norm_normalize(x, N, C, S, mean, invstd, w, b, y);
@@ -400,9 +400,10 @@ void batch_norm_backward(const T* dy, const T* x, i64 N, i64 C, i64 S, const T* 
   const VMathF32* vm = bn_simd<T>();
   const double M = double(N * S);
   std::vector<double> t1(C), t2(C);  // sum(dy), sum(dy * (x - mean))
+  // the column walk's per-column means
+  const std::vector<T> mcol =
+      S < kShortRow ? per_column(std::vector<T>(mean, mean + C), S) : std::vector<T>();
   if (training || dw || db) {
-    const std::vector<T> mcol =
-        S < kShortRow ? per_column(std::vector<T>(mean, mean + C), S) : std::vector<T>();
     channel_sums<T>(
         N, C, S, 2,
         [&](i64 off, double* p1, double* p2) {
@@ -435,8 +436,8 @@ void batch_norm_backward(const T* dy, const T* x, i64 N, i64 C, i64 S, const T* 
   std::vector<T> k(C), a(C), bc(C);  // dx = k * (dy - a - (x - mean) * bc)
   for (i64 c = 0; c < C; ++c) grad_coefs(invstd, w, c, t1[c], t2[c], M, &k[c], &a[c], &bc[c]);
   if (S < kShortRow) {
-    const std::vector<T> kc = per_column(k, S), ac = per_column(a, S), bcc = per_column(bc, S),
-                         mc = per_column(std::vector<T>(mean, mean + C), S);
+    const std::vector<T> kc = per_column(k, S), ac = per_column(a, S), bcc = per_column(bc, S);
+    const std::vector<T>& mc = mcol;
     const i64 CS = C * S;
     return over_rows(N, CS, 3 * sizeof(T), [&](i64 n) {
       const T* __restrict g = dy + n * CS;

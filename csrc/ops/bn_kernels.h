@@ -23,22 +23,33 @@ inline void merge_stats(double* st, double nb, double mb, double sb, double qb) 
   st[3] += qb + d * (2 * sb + nb * d);
 }
 
+// A block's statistics in double: n values at x, stride apart; their mean
+// md and the sums sdd of (x - md) and qd of (x - md)^2. The fallback of the
+// float block sums (merge_block, batchnorm.cpp column_strip, the AVX2
+// bn_col_stats8) when those overflow; non-finite data stays non-finite.
+template <typename T>
+inline void block_stats_double(const T* x, i64 stride, i64 n, double* md, double* sdd, double* qd) {
+  double t = 0, u = 0, v = 0;
+  for (i64 i = 0; i < n; ++i) t += double(x[i * stride]);
+  *md = t / double(n);
+  for (i64 i = 0; i < n; ++i) {
+    const double d = double(x[i * stride]) - *md;
+    u += d;
+    v += d * d;
+  }
+  *sdd = u, *qd = v;
+}
+
 // merge_stats of a block of nb values at x whose float statistics are mb,
 // sb, qb; if any of them overflowed (values or deviations beyond ~1e18, far
 // inside float32's range for the variance), the block is taken again in
-// double. Non-finite data stays non-finite either way.
+// double.
 template <typename T>
 inline void merge_block(double* st, const T* x, i64 nb, T mb, T sb, T qb) {
   if (__builtin_isfinite(mb) && __builtin_isfinite(sb) && __builtin_isfinite(qb))
     return merge_stats(st, double(nb), double(mb), double(sb), double(qb));
-  double s = 0, a = 0, q = 0;
-  for (i64 i = 0; i < nb; ++i) s += double(x[i]);
-  const double m = s / double(nb);
-  for (i64 i = 0; i < nb; ++i) {
-    const double d = double(x[i]) - m;
-    a += d;
-    q += d * d;
-  }
+  double m, a, q;
+  block_stats_double(x, 1, nb, &m, &a, &q);
   merge_stats(st, double(nb), m, a, q);
 }
 
@@ -57,23 +68,6 @@ inline void grad_block_double(const T* g, const T* x, i64 len, T m, double* a1, 
     a1[l] += s;
     a2[l] += t;
   }
-}
-
-// Column path (batchnorm.cpp column_strip and the AVX2 bn_col_stats8): a
-// column whose float block sums are not all finite takes its rows [n0, n1)
-// again in double (x at the column, rows CS apart).
-template <typename T>
-inline void column_lane_double(const T* x, i64 CS, i64 n0, i64 n1, double* md, double* sdd,
-                               double* qd) {
-  double t = 0, u = 0, v = 0;
-  for (i64 n = n0; n < n1; ++n) t += double(x[n * CS]);
-  *md = t / double(n1 - n0);
-  for (i64 n = n0; n < n1; ++n) {
-    const double d = double(x[n * CS]) - *md;
-    u += d;
-    v += d * d;
-  }
-  *sdd = u, *qd = v;
 }
 
 // One column's shifted sums after a block of dn rows with mean md and

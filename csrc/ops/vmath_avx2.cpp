@@ -578,7 +578,7 @@ void bn_col_stats8_f32(const float* x, i64 CS, i64 n0, i64 n1, double* k, double
     for (int l = 0; l < 8; ++l) {
       double md = mf[l], sdd = sf[l], qd = qf[l];
       if (!(__builtin_isfinite(mf[l]) && __builtin_isfinite(sf[l]) && __builtin_isfinite(qf[l])))
-        column_lane_double(x + l, CS, n0, n1, &md, &sdd, &qd);
+        block_stats_double(x + n0 * CS + l, CS, n1 - n0, &md, &sdd, &qd);
       column_update(md, sdd, qd, double(nb), first, &k[l], &s1[l], &s2[l]);
     }
     return;
