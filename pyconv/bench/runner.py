@@ -5,7 +5,8 @@ For every shape and direction the runner
 1. **checks** pyconv's result against a float64 reference (torch when it is
    installed, else the NumPy im2col baseline) and marks the row ok / FAIL;
 2. **times** pyconv, torch and the NumPy baseline: warm-up calls, then repeats
-   until ``reps`` calls or the time budget, and keeps the median;
+   until ``reps`` calls or the time budget, and keeps the median (pyconv's and
+   torch's calls in alternating blocks);
 3. prints the napkin maths: GFLOP/s, % of the measured peak (the single-thread
    micro-kernel peak times the thread count) and time ratios (>1: pyconv is
    faster).
@@ -19,8 +20,11 @@ count (``pyconv._C.triad_gbps``) at the start of the section.
 
 All three libraries run with the same thread count: ``pyconv.set_num_threads``,
 ``torch.set_num_threads`` and the OpenBLAS pool behind ``numpy.matmul`` (see
-:class:`pyconv.bench.baselines.BlasThreads`). Each library is timed in its own
-block of calls so that two thread pools never alternate call by call.
+:class:`pyconv.bench.baselines.BlasThreads`). Each library is timed in blocks
+of calls, so that two thread pools never alternate call by call, and pyconv's
+and torch's blocks take turns (four each, :func:`time_fns`): this shared
+machine's speed drifts over seconds, and the two medians then come from the
+same stretch of time, which keeps the drift out of their ratio.
 
 Determinism: pyconv promises results independent of the thread count. After
 the first thread count the runner hashes pyconv's output and, when it matches
@@ -50,7 +54,7 @@ from . import baselines as B
 from .shapes import (ConvShape, GemmShape, OpShape, conv_suite, gemm_suite, ops_suite,
                      parse_descriptor)
 
-__all__ = ["Options", "main", "run", "time_fn", "check_close", "check_close_many"]
+__all__ = ["Options", "main", "run", "time_fn", "time_fns", "check_close", "check_close_many"]
 
 DIRECTIONS = ("fwd", "bwd_d", "bwd_w")
 SECTIONS = ("conv", "gemm", "ops")
@@ -119,6 +123,38 @@ def time_fn(fn: Callable[[], object], reps: int, budget: float, warmup: int = 1,
         if t1 > t_end and len(times) >= min(min_reps, reps):
             break
     return statistics.median(times)
+
+
+def time_fns(fns: Sequence[Callable[[], object]], reps: int, budget: float, warmup: int = 1,
+             rounds: int = 4, min_reps: int = 3) -> List[float]:
+    """Median seconds per call of each of ``fns``, timed in alternating blocks.
+
+    Each library gets ``rounds`` blocks of calls, the libraries taking turns
+    (pyconv, torch, pyconv, torch, ...), each block preceded by untimed calls
+    (``warmup`` before the first block, one before the others, so a block
+    never times the call that follows the other library's). Together a
+    library's blocks hold up to ``reps`` calls and last about ``budget``
+    seconds. On a shared machine whose speed drifts over seconds, one block
+    per library would hand the drift to the ratio between them; interleaved
+    blocks sample both libraries over the same stretch of time."""
+    rounds = max(1, min(rounds, reps))
+    per_block = -(-max(reps, 1) // rounds)
+    block_budget = budget / rounds
+    block_min = -(-min(min_reps, reps) // rounds)
+    times: List[List[float]] = [[] for _ in fns]
+    for rnd in range(rounds):
+        for i, fn in enumerate(fns):
+            for _ in range(max(warmup, 0) if rnd == 0 else 1):
+                fn()
+            t_end = time.perf_counter() + block_budget
+            for k in range(per_block):
+                t0 = time.perf_counter()
+                fn()
+                t1 = time.perf_counter()
+                times[i].append(t1 - t0)
+                if t1 > t_end and k + 1 >= block_min:
+                    break
+    return [statistics.median(t) for t in times]
 
 
 def rel_err(out: np.ndarray, ref: np.ndarray) -> float:
@@ -673,6 +709,30 @@ class Runner:
         o = self.opts
         return time_fn(fn, o.n_reps(), o.t_budget(), o.n_warmup())
 
+    def _time_vs_torch(self, r: Row, fn, make_tfn) -> None:
+        """r.ms and r.torch_ms from interleaved blocks (time_fns). make_tfn
+        builds torch's call (None: pyconv alone); if building it or a first
+        call raises, the row notes it and pyconv is timed alone."""
+        o, t = self.opts, self.env.torch
+        tfn = None
+        if t is not None and make_tfn is not None:
+            try:
+                tfn = make_tfn()
+                with t.no_grad():
+                    tfn()
+            except Exception as e:
+                r.note = f"torch raised {type(e).__name__}: {e}"
+                tfn = None
+        if tfn is None:
+            r.ms = self._time(fn) * 1e3
+            return
+
+        def torch_call():
+            with t.no_grad():
+                return tfn()
+        r.ms, r.torch_ms = (v * 1e3 for v in time_fns([fn, torch_call], o.n_reps(), o.t_budget(),
+                                                        o.n_warmup()))
+
     def _reference(self, direction, x, w, dy, s):
         x64, w64, dy64 = (a.astype(np.float64) for a in (x, w, dy))
         t = self.env.torch
@@ -722,19 +782,12 @@ class Runner:
                     # The NumPy reference for reflect-pad backward is a BLAS matmul.
                     self._check(r, fn(), lambda: self._op_reference(s, d, a),
                                 ref_uses_blas=env.torch is None and s.name == "pad_reflect")
-                    r.ms = self._time(fn) * 1e3
+                    self._time_vs_torch(r, fn, lambda: B.torch_op_fn(env.torch, s, d, a))
                 except Exception as e:  # report and go on with the other ops
                     r.ok, r.err, r.note = False, math.inf, f"pyconv raised {type(e).__name__}: {e}"
                     self.rows.append(r)
                     table.row(r)
                     continue
-                if env.torch is not None:
-                    try:
-                        tfn = B.torch_op_fn(env.torch, s, d, a)
-                        with env.torch.no_grad():
-                            r.torch_ms = self._time(tfn) * 1e3
-                    except Exception as e:
-                        r.note = f"torch raised {type(e).__name__}: {e}"
                 # A bare ufunc on the same input: relu's NumPy equivalent, and the
                 # per-call floor for the overhead cases.
                 if o.use_numpy and (s.small or (s.name == "relu" and d == "fwd")):
@@ -760,17 +813,10 @@ class Runner:
                 try:
                     self._check(r, fn(), lambda: self._reference(d, x, w, dy, s),
                                 ref_uses_blas=env.torch is None)
-                    r.ms = self._time(fn) * 1e3
+                    self._time_vs_torch(r, fn, lambda: B.torch_conv_fn(env.torch, d, x, w, dy, s))
                 except Exception as e:  # report and go on with the other shapes
                     r.ok, r.err, r.note = False, math.inf, f"pyconv raised {type(e).__name__}: {e}"
                     continue
-                if env.torch is not None:
-                    try:
-                        tfn = B.torch_conv_fn(env.torch, d, x, w, dy, s)
-                        with env.torch.no_grad():
-                            r.torch_ms = self._time(tfn) * 1e3
-                    except Exception as e:
-                        r.note = f"torch raised {type(e).__name__}: {e}"
             # NumPy last, all directions in one block: its OpenBLAS pool is not
             # the OpenMP pool pyconv and torch share.
             if o.use_numpy:
@@ -801,16 +847,15 @@ class Runner:
             try:
                 self._check(r, fn().copy(), lambda: a.astype(np.float64) @ b.astype(np.float64),
                                 ref_uses_blas=True)
-                r.ms = self._time(fn) * 1e3
+                def make_tfn():
+                    at, bt, ct = (env.torch.from_numpy(v) for v in (a, b, np.empty_like(c)))
+                    return lambda: env.torch.mm(at, bt, out=ct)
+                self._time_vs_torch(r, fn, make_tfn)
             except Exception as e:
                 r.ok, r.err, r.note = False, math.inf, f"pyconv raised {type(e).__name__}: {e}"
                 self.rows.append(r)
                 table.row(r)
                 continue
-            if env.torch is not None:
-                at, bt, ct = (env.torch.from_numpy(v) for v in (a, b, np.empty_like(c)))
-                with env.torch.no_grad():
-                    r.torch_ms = self._time(lambda: env.torch.mm(at, bt, out=ct)) * 1e3
             if o.use_numpy:
                 r.numpy_ms = self._time(lambda: np.matmul(a, b, out=c2)) * 1e3
                 if threads > 1:
