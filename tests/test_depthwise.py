@@ -97,6 +97,18 @@ def test_mobilenet_shapes(H, W, stride, isa):
         pyconv.set_num_threads(old)
 
 
+@pytest.mark.parametrize("W", [32, 37, 45])
+@pytest.mark.parametrize("H", [4, 5, 7])
+@pytest.mark.parametrize("mult,padding", [(1, 0), (1, 1), (2, 1), (3, 2)])
+def test_unit_3x3_rows(H, W, mult, padding, isa):
+    """Stride-1 3x3 on rows of 32 or more takes the rows kernel's register-
+    blocked path (forward, and backward-data straight into dx, accumulating
+    over the channel multiplier): 4-row bands plus single rows, a partial
+    last vector, padding 0-2 (backward-data's grid is the reversed one)."""
+    x, w, b, dy, kw = _case(2, 3, mult, H, W, (3, 3), 1, padding, 1, seed=H * W + mult)
+    _check(x, w, b, dy, kw, np.float32)
+
+
 @pytest.mark.parametrize("dil", [900, 1100], ids=["simd-big-buffer", "portable-past-limit"])
 def test_huge_dilation_buffers(dil):
     """Padding/dilation of ~1000 makes a 3-4M-float plane buffer: under the

@@ -227,6 +227,13 @@ struct DilatedLayout {
   }
 };
 
+// Stride-1 undilated 3x3 on rows of 32 or more: the rows kernel has a
+// register-blocked path for its taps (a 3x3 unit grid); on narrow maps its
+// partial last vector costs more than the flat kernel's dropped columns.
+bool unit3x3_wide(const Conv2dParams& p) {
+  return p.KH == 3 && p.KW == 3 && p.SH == 1 && p.SW == 1 && p.DH == 1 && p.DW == 1 && p.W >= 32;
+}
+
 int simd_threads(const Conv2dParams& p, i64 units) {
   const double work = 2.0 * p.N * p.OC * p.OHW() * p.KH * p.KW;
   return (int)std::clamp<i64>(threads_for(work), 1, std::max<i64>(units, 1));
@@ -271,12 +278,17 @@ bool backward_data_simd(const Conv2dParams& p, const float* dy, const float* w, 
   for_each_unit(simd_threads(p, planes), L.size + L.L + kPlanePad, planes, [&](i64 i, float* buf) {
     float* out = buf + L.size;
     const i64 n = i / p.C, c = i % p.C;
+    const bool rows = unit3x3_wide(p);  // straight into dx's rows
     for (i64 m = 0; m < mult; ++m) {
       const i64 oc = c * mult + m;
       L.fill(p, k, dy + (n * p.OC + oc) * OHW, buf);
-      k->flat(buf, L.off.data(), w + oc * KK, (int)KK, 0.0f, m > 0, out, L.L);
+      if (rows)
+        k->rows(buf, L.pitch, L.off.data(), w + oc * KK, (int)KK, 0.0f, m > 0, dx + i * p.H * p.W,
+                p.W, p.H, p.W);
+      else
+        k->flat(buf, L.off.data(), w + oc * KK, (int)KK, 0.0f, m > 0, out, L.L);
     }
-    k->copy2d(out, L.pitch, dx + i * p.H * p.W, p.W, p.H, p.W, false);
+    if (!rows) k->copy2d(out, L.pitch, dx + i * p.H * p.W, p.W, p.H, p.W, false);
   });
   return true;
 }

@@ -23,7 +23,10 @@ struct PlaneF32 {
   const char* name;
   // out[r*ldo + c] = base + sum_{t < taps} w[t] * src[off[t] + r*pitch + c],
   // r < R, c < n; base = bias, or out's own value when accumulate. The taps
-  // are added in order t = 0, 1, ... to one accumulator per output.
+  // are added in order t = 0, 1, ... to one accumulator per output, except
+  // for 9 taps on a 3x3 unit grid (off[t] = off[0] + (t/3)*pitch + t%3, or
+  // that reversed), which have a register-blocked path and are added in
+  // spatial order (for the reversed grid, t = 8, 7, ..., 0).
   void (*rows)(const float* src, i64 pitch, const i64* off, const float* w, int taps,
                float bias, bool accumulate, float* out, i64 ldo, i64 R, i64 n);
   // g[t] += sum_{r < R, c < n} dy[r*ldd + c] * src[off[t] + r*pitch + c], in

@@ -86,8 +86,86 @@ inline void rows_block(const float* src, i64 pitch, const i64* off, const float*
   }
 }
 
+// ---- 3x3 taps on a unit grid: src + dy * pitch + dx, dy, dx < 3 ----------
+// (stride-1 undilated depthwise forward and backward-data.) Each loaded
+// vector of an input row serves every output row of the tile it reaches
+// (up to three), where the general tile loads once per tap: 18 loads per
+// 36 FMAs for 4 rows x 8 columns, the 9 weights held in registers (4 + 9 +
+// 1 of the 16 ymm). ws is in spatial order (ws[dy * 3 + dx]); each output
+// adds its taps in that order to one accumulator.
+template <int RB>
+inline void dw3_band(const float* s, i64 pitch, const V* ws, float bias, bool accumulate, float* out,
+                     i64 ldo, i64 n) {
+  // One base pointer per input and output row and one column index: the
+  // tile's addresses then need no spilled offsets.
+  const float* rp[RB + 2];
+  float* op[RB];
+#pragma GCC unroll 6
+  for (int i = 0; i < RB + 2; ++i) rp[i] = s + i * pitch;
+#pragma GCC unroll 4
+  for (int r = 0; r < RB; ++r) op[r] = out + r * ldo;
+  const i64 full = n & ~i64(7);
+  const __m256i m = tail_mask(n > full ? n - full : 1);
+  for (i64 c = 0; c < n; c += 8) {
+    const bool tail = c == full;  // the last, partial vector
+    V acc[RB];
+#pragma GCC unroll 4
+    for (int r = 0; r < RB; ++r)
+      acc[r] = !accumulate ? _mm256_set1_ps(bias)
+               : tail      ? _mm256_maskload_ps(op[r] + c, m)
+                           : _mm256_loadu_ps(op[r] + c);
+#pragma GCC unroll 6
+    for (int i = 0; i < RB + 2; ++i)
+#pragma GCC unroll 3
+      for (int dx = 0; dx < 3; ++dx) {
+        const V v = _mm256_loadu_ps(rp[i] + c + dx);
+#pragma GCC unroll 4
+        for (int r = 0; r < RB; ++r)
+          if (i - r >= 0 && i - r < 3) acc[r] = _mm256_fmadd_ps(ws[(i - r) * 3 + dx], v, acc[r]);
+      }
+    if (!tail) {
+#pragma GCC unroll 4
+      for (int r = 0; r < RB; ++r) _mm256_storeu_ps(op[r] + c, acc[r]);
+    } else {  // masked stores are slow on AMD cores
+#pragma GCC unroll 4
+      for (int r = 0; r < RB; ++r) {
+        alignas(32) float tmp[8];
+        _mm256_store_ps(tmp, acc[r]);
+        for (i64 l = 0; l < n - full; ++l) op[r][c + l] = tmp[l];
+      }
+    }
+  }
+}
+
+void dw3_rows(const float* s, i64 pitch, const float* w9, float bias, bool accumulate, float* out,
+              i64 ldo, i64 R, i64 n) {
+  V ws[9];
+  for (int t = 0; t < 9; ++t) ws[t] = _mm256_broadcast_ss(w9 + t);
+  i64 r = 0;
+  for (; r + 4 <= R; r += 4) dw3_band<4>(s + r * pitch, pitch, ws, bias, accumulate, out + r * ldo, ldo, n);
+  for (; r < R; ++r) dw3_band<1>(s + r * pitch, pitch, ws, bias, accumulate, out + r * ldo, ldo, n);
+}
+
+// Whether off[0..9) is the 3x3 unit grid, in spatial order (+1) or reversed
+// (-1, backward-data's flipped taps), else 0.
+int unit_grid3(const i64* off, int taps, i64 pitch) {
+  if (taps != 9) return 0;
+  bool fwd = true, rev = true;
+  for (int t = 0; t < 9; ++t) {
+    const i64 d = (t / 3) * pitch + t % 3;
+    fwd &= off[t] == off[0] + d;
+    rev &= off[8 - t] == off[8] + d;
+  }
+  return fwd ? 1 : rev ? -1 : 0;
+}
+
 void rows_f32(const float* src, i64 pitch, const i64* off, const float* w, int taps, float bias,
               bool accumulate, float* out, i64 ldo, i64 R, i64 n) {
+  if (const int g = unit_grid3(off, taps, pitch)) {
+    float w9[9];
+    for (int t = 0; t < 9; ++t) w9[t] = g > 0 ? w[t] : w[8 - t];
+    return dw3_rows(src + (g > 0 ? off[0] : off[8]), pitch, w9, bias, accumulate, out, ldo, R, n);
+  }
   i64 r = 0;
   for (; r + 4 <= R; r += 4)
     rows_block<4>(src + r * pitch, pitch, off, w, taps, bias, accumulate, out + r * ldo, ldo, n);
