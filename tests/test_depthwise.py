@@ -136,14 +136,15 @@ def test_nonfinite_weight_backward_data(stride, isa):
     np.testing.assert_array_equal(np.isinf(got), np.isinf(ref))
 
 
+@pytest.mark.parametrize("W", [19, 40])
 @pytest.mark.parametrize("stride", [1, 2, 3])
 @pytest.mark.parametrize("where", ["left", "right", "middle"])
-def test_nonfinite_input_backward_weight(stride, where, isa):
+def test_nonfinite_input_backward_weight(stride, where, W, isa):
     """inf / NaN pixels poison exactly the dw taps that read them: the flat
     kernel's dropped columns would pair them with zeros, so such planes take
-    the masked row kernel."""
-    x, w, b, dy, kw = _case(2, 3, 1, 10, 19, (3, 3), stride, 1, 1, seed=4)
-    col = {"left": 0, "right": 18, "middle": 9}[where]
+    the masked row kernel (stride 1 on rows of 32+: its 3x3 path, always)."""
+    x, w, b, dy, kw = _case(2, 3, 1, 10, W, (3, 3), stride, 1, 1, seed=4)
+    col = {"left": 0, "right": W - 1, "middle": W // 2}[where]
     x[0, 1, 4, col] = np.inf
     x[1, 2, 0, col] = np.nan
     ref = conv2d_backward_ref(dy, x, w, **kw)[1]

@@ -321,7 +321,10 @@ bool backward_weight_simd(const Conv2dParams& p, const float* dy, const float* x
       std::fill(g, g + KK, 0.0);
       for (i64 n = 0; n < p.N; ++n) {
         const float* dyp = dy + (n * p.OC + oc) * OHW;
-        if (L.fill(p, k, x + (n * p.C + c) * p.H * p.W, buf, true)) {
+        if (unit3x3_wide(p)) {  // the row kernel's 3x3 path, on dy in place
+          L.fill(p, k, x + (n * p.C + c) * p.H * p.W, buf, false);
+          k->wgrad(buf, L.pitch, L.off.data(), (int)KK, dyp, p.OW, p.OH, p.OW, g);
+        } else if (L.fill(p, k, x + (n * p.C + c) * p.H * p.W, buf, true)) {
           k->copy2d(dyp, p.OW, d, L.pitch, p.OH, p.OW, false);
           k->flat_wgrad(buf, L.off.data(), (int)KK, d, L.L, g);
         } else {

@@ -30,7 +30,8 @@ struct PlaneF32 {
   void (*rows)(const float* src, i64 pitch, const i64* off, const float* w, int taps,
                float bias, bool accumulate, float* out, i64 ldo, i64 R, i64 n);
   // g[t] += sum_{r < R, c < n} dy[r*ldd + c] * src[off[t] + r*pitch + c], in
-  // float over at most 8 rows at a time, then folded into double (fixed order).
+  // float over at most 8 rows at a time, then folded into double (fixed order;
+  // a 3x3 unit grid, as for rows, has its own path and order).
   void (*wgrad)(const float* src, i64 pitch, const i64* off, int taps, const float* dy, i64 ldd,
                 i64 R, i64 n, double* g);
   // The same over one flat index: out[j] = base + sum_t w[t] * src[off[t] + j]

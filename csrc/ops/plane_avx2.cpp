@@ -225,8 +225,71 @@ inline void for_tap_chunks(int taps, F f) {
   rest_chunk(taps - t, f, t);
 }
 
+// The 3x3 unit grid (taps at s + dy * pitch + dx): source row i of a band
+// feeds taps (ky, kx) through dy rows i - ky, so each of its three shifted
+// vectors is loaded once for up to three FMAs (6 loads per 9 FMAs, against
+// 10 with a load per tap). K0..K2: which of rows i, i - 1, i - 2 are in the
+// band. Tails load both operands masked, as wgrad_taps.
+template <bool K0, bool K1, bool K2>
+inline void wgrad3_row(const float* s, const float* d0, const float* d1, const float* d2, i64 nfull,
+                       i64 n, const __m256i& m, V* acc) {
+  auto step = [&](i64 c, bool tail) {
+    auto ld = [&](const float* p) { return tail ? _mm256_maskload_ps(p + c, m) : _mm256_loadu_ps(p + c); };
+    const V v0 = ld(s), v1 = ld(s + 1), v2 = ld(s + 2);
+    if (K0) {
+      const V dv = ld(d0);
+      acc[0] = _mm256_fmadd_ps(dv, v0, acc[0]);
+      acc[1] = _mm256_fmadd_ps(dv, v1, acc[1]);
+      acc[2] = _mm256_fmadd_ps(dv, v2, acc[2]);
+    }
+    if (K1) {
+      const V dv = ld(d1);
+      acc[3] = _mm256_fmadd_ps(dv, v0, acc[3]);
+      acc[4] = _mm256_fmadd_ps(dv, v1, acc[4]);
+      acc[5] = _mm256_fmadd_ps(dv, v2, acc[5]);
+    }
+    if (K2) {
+      const V dv = ld(d2);
+      acc[6] = _mm256_fmadd_ps(dv, v0, acc[6]);
+      acc[7] = _mm256_fmadd_ps(dv, v1, acc[7]);
+      acc[8] = _mm256_fmadd_ps(dv, v2, acc[8]);
+    }
+  };
+  for (i64 c = 0; c < nfull; c += 8) step(c, false);
+  if (nfull < n) step(nfull, true);
+}
+
+// g[ky * 3 + kx] += sum dy[r][c] * s[(r + ky) * pitch + c + kx], in bands of
+// 8 dy rows as wgrad_taps (float within a band, then double).
+void wgrad3(const float* s, i64 pitch, const float* dy, i64 ldd, i64 R, i64 n, double* g) {
+  const i64 nfull = n & ~i64(7);
+  const __m256i m = tail_mask(n - nfull > 0 ? n - nfull : 1);
+  for (i64 r0 = 0; r0 < R; r0 += 8) {
+    const i64 r1 = r0 + 8 < R ? r0 + 8 : R;
+    V acc[9];
+    for (int t = 0; t < 9; ++t) acc[t] = _mm256_setzero_ps();
+    for (i64 i = r0; i < r1 + 2; ++i) {  // source rows of the band
+      const float* si = s + i * pitch;
+      const bool k0 = i < r1, k1 = i - 1 >= r0 && i - 1 < r1, k2 = i - 2 >= r0;
+      // (rows outside the band are never formed: they may lie outside dy)
+      const float* d0 = dy + (k0 ? i : r0) * ldd;
+      const float* d1 = dy + (k1 ? i - 1 : r0) * ldd;
+      const float* d2 = dy + (k2 ? i - 2 : r0) * ldd;
+      if (k0 && k1 && k2) wgrad3_row<true, true, true>(si, d0, d1, d2, nfull, n, m, acc);
+      else if (k0 && k1) wgrad3_row<true, true, false>(si, d0, d1, d2, nfull, n, m, acc);
+      else if (k0 && k2) wgrad3_row<true, false, true>(si, d0, d1, d2, nfull, n, m, acc);
+      else if (k1 && k2) wgrad3_row<false, true, true>(si, d0, d1, d2, nfull, n, m, acc);
+      else if (k0) wgrad3_row<true, false, false>(si, d0, d1, d2, nfull, n, m, acc);
+      else if (k1) wgrad3_row<false, true, false>(si, d0, d1, d2, nfull, n, m, acc);
+      else if (k2) wgrad3_row<false, false, true>(si, d0, d1, d2, nfull, n, m, acc);
+    }
+    for (int t = 0; t < 9; ++t) g[t] += hsum_pd(acc[t]);
+  }
+}
+
 void wgrad_f32(const float* src, i64 pitch, const i64* off, int taps, const float* dy, i64 ldd,
                i64 R, i64 n, double* g) {
+  if (unit_grid3(off, taps, pitch) > 0) return wgrad3(src + off[0], pitch, dy, ldd, R, n, g);
   for_tap_chunks(taps, [&](auto tc, int t) {
     wgrad_taps<decltype(tc)::value>(src, pitch, off + t, dy, ldd, R, n, g + t);
   });
