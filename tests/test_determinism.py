@@ -238,6 +238,11 @@ def _all_cases(dt):
         "conv_1x1": dict(k=1, padding=0),
         "conv_dil2": dict(dilation=2, padding=2),
         "conv_smallplane": dict(H=6, C=64, OC=64),  # OH*OW < 100: the batched path
+        # 1 input channel, output >= 4 MB: on 2 threads each image is staged
+        # and streamed to y with non-temporal stores (1 thread: stored directly)
+        "conv_1ch_streamed": dict(N=64, C=1, H=28, OC=32, padding=0),
+        # depthwise 3x3 on rows of 32+: the register-blocked rows paths
+        "conv_depthwise_wide": dict(groups=32, OC=32, H=40, N=4),
     }
     for vname, kw in conv_variants.items():
         for k, f in _conv_case(dt, **kw).items():

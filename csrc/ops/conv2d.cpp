@@ -13,6 +13,10 @@
 // folded in a fixed order, so results are bit-identical for any thread count.
 #include "ops/conv2d.h"
 
+#if defined(PYCONV_X86)
+#include <emmintrin.h>
+#endif
+
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
@@ -367,18 +371,59 @@ struct PaddedRowsB {
 // shapes the wide path declines: reductions under 32, such as 1- or
 // 3-channel first layers, or maps where most wide columns would be dropped,
 // such as large dilations).
+// dst[0, n) = src[0, n) with non-temporal stores (no read of dst's lines
+// for ownership, and dst is not kept in cache); the caller fences.
+template <typename T>
+void stream_copy(const T* __restrict src, T* __restrict dst, i64 n) {
+#if defined(PYCONV_X86)
+  constexpr i64 kLanes = 16 / sizeof(T);
+  i64 i = 0;
+  for (; i < n && (reinterpret_cast<std::uintptr_t>(dst + i) & 15); ++i) dst[i] = src[i];
+  for (; i + kLanes <= n; i += kLanes) {
+    if constexpr (std::is_same_v<T, float>)
+      _mm_stream_ps(dst + i, _mm_loadu_ps(src + i));
+    else
+      _mm_stream_pd(dst + i, _mm_loadu_pd(src + i));
+  }
+  for (; i < n; ++i) dst[i] = src[i];
+#else
+  std::copy(src, src + n, dst);
+#endif
+}
+
+inline void stream_fence() {
+#if defined(PYCONV_X86)
+  _mm_sfence();
+#endif
+}
+
+// A short-reduction forward (1-3 input channels) writes far more than it
+// reads or computes: with an output past this many bytes, each image's
+// product goes to a cache-resident stage and then to y by non-temporal
+// stores, which saves reading every output line before writing it (the
+// 1-channel MNIST layer on 2 threads ran at the write bandwidth: +61%).
+constexpr double kStreamOutputBytes = 4.0 * (1 << 20);
+
+template <typename T>
+inline bool stream_output(const Conv2dParams& p) {
+  return double(p.N) * p.OC * p.OHW() * sizeof(T) >= kStreamOutputBytes;
+}
+
 template <typename T>
 void forward_image_padded(const Conv2dParams& p, const WideGeom& g, const i64* boff, const T* xn,
-                          const T* w, T* yn, T* pad, int gemm_threads) {
+                          const T* w, T* yn, T* pad, T* stage, int gemm_threads) {
   const i64 K = p.K(), OCg = p.OCg(), Cg = p.Cg(), OHW = p.OHW();
   const i64 cs = g.phases() * g.plane;
   const GemmKernel<T>& kern = active_gemm_kernel<T>();
   pad_image(p, g, xn, pad, cs, g.plane, gemm_threads);
   for (i64 gi = 0; gi < p.G; ++gi) {
     const PaddedRowsB<T> src{pad + gi * Cg * cs, boff, g.Wp, p.OW};
+    T* out = stage ? stage : yn + gi * OCg * OHW;
     gemm_packed_b<T>(kern, OCg, OHW, K, w + gi * OCg * K, K, 1, BPacker<T>{&PaddedRowsB<T>::pack, &src},
-                     T(0), yn + gi * OCg * OHW, OHW, gemm_threads);
+                     T(0), out, OHW, gemm_threads);
+    if (stage) stream_copy(stage, yn + gi * OCg * OHW, OCg * OHW);
   }
+  if (stage) stream_fence();
 }
 
 // ---- small output planes: several images per GEMM -------------------------
@@ -498,8 +543,14 @@ void forward_all(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y
     const WideGeom g = wide_geom(p);
     const i64 cs = g.phases() * g.plane;
     const std::vector<i64> boff = tap_offsets(p, g, cs, g.plane);
-    for_each_image<T>(p, flops, p.C * cs, [&](i64 n, T* buf, int gt, int) {
-      forward_image_padded(p, g, boff.data(), x + n * xs, w, y + n * ys, buf, gt);
+    // Staged only while images run on parallel threads (gt == 1), which
+    // share the write bandwidth: one thread alone is bound by the GEMM's
+    // stores, not the bandwidth, and the extra copy cost it 6-21%.
+    const i64 pad_elems = (p.C * cs + 15) / 16 * 16;
+    const i64 stage_elems = stream_output<T>(p) ? p.OCg() * p.OHW() : 0;
+    for_each_image<T>(p, flops, pad_elems + stage_elems, [&](i64 n, T* buf, int gt, int) {
+      T* stage = stage_elems && gt == 1 ? buf + pad_elems : nullptr;
+      forward_image_padded(p, g, boff.data(), x + n * xs, w, y + n * ys, buf, stage, gt);
     });
   } else {
     for_each_image<T>(p, flops, 0, [&](i64 n, T*, int gt, int) {
