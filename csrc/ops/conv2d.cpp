@@ -13,10 +13,6 @@
 // folded in a fixed order, so results are bit-identical for any thread count.
 #include "ops/conv2d.h"
 
-#if defined(PYCONV_X86)
-#include <emmintrin.h>
-#endif
-
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
@@ -33,6 +29,7 @@ inline int omp_get_thread_num() { return 0; }
 #include "gemm/gemm.h"
 #include "ops/depthwise.h"
 #include "ops/im2col.h"
+#include "ops/stream_store.h"
 #include "ops/vmath.h"
 #include "ops/winograd.h"
 
@@ -371,39 +368,11 @@ struct PaddedRowsB {
 // shapes the wide path declines: reductions under 32, such as 1- or
 // 3-channel first layers, or maps where most wide columns would be dropped,
 // such as large dilations).
-// dst[0, n) = src[0, n) with non-temporal stores (no read of dst's lines
-// for ownership, and dst is not kept in cache); the caller fences.
-template <typename T>
-void stream_copy(const T* __restrict src, T* __restrict dst, i64 n) {
-#if defined(PYCONV_X86)
-  constexpr i64 kLanes = 16 / sizeof(T);
-  i64 i = 0;
-  for (; i < n && (reinterpret_cast<std::uintptr_t>(dst + i) & 15); ++i) dst[i] = src[i];
-  for (; i + kLanes <= n; i += kLanes) {
-    if constexpr (std::is_same_v<T, float>)
-      _mm_stream_ps(dst + i, _mm_loadu_ps(src + i));
-    else
-      _mm_stream_pd(dst + i, _mm_loadu_pd(src + i));
-  }
-  for (; i < n; ++i) dst[i] = src[i];
-#else
-  std::copy(src, src + n, dst);
-#endif
-}
-
-inline void stream_fence() {
-#if defined(PYCONV_X86)
-  _mm_sfence();
-#endif
-}
-
 // A short-reduction forward (1-3 input channels) writes far more than it
 // reads or computes: with an output past this many bytes, each image's
 // product goes to a cache-resident stage and then to y by non-temporal
 // stores, which saves reading every output line before writing it (the
 // 1-channel MNIST layer on 2 threads ran at the write bandwidth: +61%).
-constexpr double kStreamOutputBytes = 4.0 * (1 << 20);
-
 template <typename T>
 inline bool stream_output(const Conv2dParams& p) {
   return double(p.N) * p.OC * p.OHW() * sizeof(T) >= kStreamOutputBytes;
