@@ -369,10 +369,11 @@ struct PaddedRowsB {
 // 3-channel first layers, or maps where most wide columns would be dropped,
 // such as large dilations).
 // A short-reduction forward (1-3 input channels) writes far more than it
-// reads or computes: with an output past this many bytes, each image's
-// product goes to a cache-resident stage and then to y by non-temporal
-// stores, which saves reading every output line before writing it (the
-// 1-channel MNIST layer on 2 threads ran at the write bandwidth: +61%).
+// reads or computes: with an output of kStreamOutputBytes or more, each
+// image's product goes to a cache-resident stage and then to y by
+// non-temporal stores (stream_store.h), which saves reading every output
+// line before writing it (the 1-channel MNIST layer on 2 threads ran at the
+// write bandwidth: +61%).
 template <typename T>
 inline bool stream_output(const Conv2dParams& p) {
   return double(p.N) * p.OC * p.OHW() * sizeof(T) >= kStreamOutputBytes;
