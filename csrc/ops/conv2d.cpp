@@ -216,7 +216,6 @@ inline bool wide_fits(const Conv2dParams& p) {
 // Worth it when most wide columns are real outputs, and the reduction is
 // long enough to amortise the compaction (for K < 32 the padded-row packer
 // below wins).
-
 inline bool use_wide(const Conv2dParams& p) {
   return wide_fits(p) && !p.is_pointwise() && phases_all_used(p) && p.K() >= 32 &&
          2 * p.OW >= wide_geom(p).Wp;
@@ -364,10 +363,6 @@ struct PaddedRowsB {
   }
 };
 
-// y_n = W * B for one image with B packed from its padded planes (the
-// shapes the wide path declines: reductions under 32, such as 1- or
-// 3-channel first layers, or maps where most wide columns would be dropped,
-// such as large dilations).
 // A short-reduction forward (1-3 input channels) writes far more than it
 // reads or computes: with an output of kStreamOutputBytes or more, each
 // image's product goes to a cache-resident stage and then to y by
@@ -379,6 +374,10 @@ inline bool stream_output(const Conv2dParams& p) {
   return double(p.N) * p.OC * p.OHW() * sizeof(T) >= kStreamOutputBytes;
 }
 
+// y_n = W * B for one image with B packed from its padded planes (the
+// shapes the wide path declines: reductions under 32, such as 1- or
+// 3-channel first layers, or maps where most wide columns would be dropped,
+// such as large dilations); through `stage` when not null (see above).
 template <typename T>
 void forward_image_padded(const Conv2dParams& p, const WideGeom& g, const i64* boff, const T* xn,
                           const T* w, T* yn, T* pad, T* stage, int gemm_threads) {
@@ -407,6 +406,12 @@ inline bool use_batched(const Conv2dParams& p) {
   return p.OHW() < 100 && (p.N > 1 || !p.is_pointwise());
 }
 
+// Threads for the copies around a batched GEMM (im2col, col2im), sized by
+// the GEMM's work: on their own the copies look too small to share.
+inline int batched_copy_threads(const Conv2dParams& p, i64 K, i64 L) {
+  return threads_for(2.0 * double(p.OC) * K * L, 2.0e5);
+}
+
 inline i64 batch_chunk(const Conv2dParams& p) {
   const i64 per_image = (p.C * p.KH * p.KW + p.OC) * p.OHW();
   return std::max<i64>(1, std::min<i64>(p.N, kColCap / std::max<i64>(per_image, 1)));
@@ -425,8 +430,7 @@ void forward_batched(const Conv2dParams& p, const T* x, const T* w, const T* b, 
       // Few columns (one 7x7 map): gemm() computes y^T = col^T W^T, which
       // wastes far less of its register tiles; it needs col materialised.
       T* col = t_scratch.get<T>(0, p.C * p.KH * p.KW * L);
-      // (threads sized by the GEMM's work: on its own the copy looks too small to share)
-      const int ct = threads_for(2.0 * double(p.OC) * K * L, 2.0e5);
+      const int ct = batched_copy_threads(p, K, L);
       for (i64 i = 0; i < cnt; ++i) im2col_rows(p, x + (n0 + i) * xs, 0, p.OH, col + i * OHW, L, ct);
       for (i64 g = 0; g < p.G; ++g)
         gemm<T>(kern, OCg, L, K, w + g * OCg * K, K, 1, col + g * K * L, L, 1, T(0),
@@ -469,11 +473,10 @@ void backward_data_batched(const Conv2dParams& p, const T* dy, const T* w, T* dx
       gemm<T>(kern, K, L, OCg, w + g * OCg * K, 1, K, dyc + g * OCg * L, L, 1, T(0), col + g * K * L,
               L);
     // Images in parallel, or, with fewer images than threads (one 7x7 map at
-    // batch 1), each image's channels (the GEMM's thread count: on its own
-    // the scatter looks too small to share).
+    // batch 1), each image's channels.
     // (Not one region with an if clause: a region nested in even an inactive
     // one gets a fresh thread team per call.)
-    const int ct = threads_for(2.0 * double(p.OC) * K * L, 2.0e5);
+    const int ct = batched_copy_threads(p, K, L);
     auto scatter = [&](i64 i, int threads) {
       T* dxn = dx + (n0 + i) * xs;
       std::fill(dxn, dxn + xs, T(0));

@@ -80,7 +80,9 @@ void pad_backward(const PadParams& p, const T* dy, T* dx) {
       const T* g = dy + pl * OH * OW;
       // Output rows in order; each adds its interior (the first one to reach
       // a source row stores it, no zero fill first) and then its edges left
-      // to right into the source row.
+      // to right into the source row. Padding is never negative (the binding
+      // refuses it), so every source row is some output row's interior and
+      // is stored before anything is added to it.
       std::fill(seen, seen + p.H, char(0));
       for (i64 oy = 0; oy < OH; ++oy) {
         if (sy[oy] < 0) continue;
@@ -97,8 +99,6 @@ void pad_backward(const PadParams& p, const T* dy, T* dx) {
         for (i64 ox = p.left + p.W; ox < OW; ++ox)
           if (sx[ox] >= 0) dr[sx[ox]] += gr[ox];
       }
-      for (i64 iy = 0; iy < p.H; ++iy)  // (every row is some output row's interior)
-        if (!seen[iy]) std::fill(dxp + iy * p.W, dxp + (iy + 1) * p.W, T(0));
     }
   }
 }
