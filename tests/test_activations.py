@@ -676,3 +676,32 @@ def test_softmax_columns_blocks_every_isa(name, ref, ref_bwd, shape, axis, isa):
     y_clean = getattr(pyconv, name)(np.nan_to_num(x, neginf=-30.0), axis=axis)
     dx = getattr(pyconv, name + "_backward")(dy, y_clean, axis=axis)
     assert_close(dx, ref_bwd(dy.astype(np.float64), y_clean.astype(np.float64), axis), np.float32, "dx")
+
+
+@pytest.mark.parametrize("isa", pyconv.supported_isas())
+def test_gelu_float32_relative_precision_every_isa(isa):
+    """float32 GELU = x * Phi(x) to a few ulp of itself everywhere, the far
+    negative tail included (Phi(-12) ~ 2e-33: an erf-based 0.5 * (1 + erf)
+    would lose it all), and its gradient to a few ulp of Phi + |x| phi. (Below
+    x = -12.7, Phi is subnormal in float32 and has fewer bits.)"""
+    x = np.concatenate([np.linspace(-12.7, 13.1, 200_003),
+                        np.random.default_rng(5).standard_normal(50_000) * 2]).astype(np.float32)
+    xd = x.astype(np.float64)
+    y_ref = R.gelu_ref(xd)
+    old = pyconv.get_isa()
+    pyconv.set_isa(isa)
+    try:
+        y = pyconv.gelu(x)
+        dx = pyconv.gelu_backward(np.ones_like(x), x)
+    finally:
+        pyconv.set_isa(old)
+    ulp = np.spacing(np.abs(y_ref).astype(np.float32)).astype(np.float64)
+    err = np.abs(y - y_ref) / ulp
+    assert err.max() <= 8, f"gelu off by {err.max():.1f} ulp at x = {x[np.argmax(err)]}"
+    # The gradient Phi + x phi cancels near its root (x ~ -0.75) and in the
+    # negative tail, so it is held to a few ulp of the sum of its terms' sizes.
+    phi = np.exp(-0.5 * xd * xd) / np.sqrt(2 * np.pi)
+    cdf = 0.5 * np.asarray(R._erfc(-xd * R._SQRT1_2), dtype=np.float64)
+    size = np.spacing((cdf + np.abs(xd) * phi).astype(np.float32)).astype(np.float64)
+    err_d = np.abs(dx - (cdf + xd * phi)) / size
+    assert err_d.max() <= 8, f"gelu_backward off by {err_d.max():.1f} ulp at x = {x[np.argmax(err_d)]}"

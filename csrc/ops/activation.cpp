@@ -157,27 +157,59 @@ inline float tanh_fn<float>(float x) {
   return ax < 0.625f ? small : (x != x ? x : signed_big);
 }
 
-// The standard normal CDF Phi(x). float: erfc(z) = t*exp(-z^2 + P(t)),
-// t = 1/(1 + z/2) (Numerical Recipes' erfcc, fractional error < 1.2e-7
-// everywhere, so the far negative tail keeps its relative precision);
-// float64: libm's erf.
+// exp(-x^2 / 2) for float x, to about 2 ulp over its whole range (the
+// normal density's shape, and the tail of Phi). x^2 is exact in double; its
+// float head a and the rest lo both go into the reduction (r = a - n ln2 +
+// lo), so the tail keeps its precision where a float x * x alone would be off
+// by up to ~1e-6 relative (x near 13). 0 for NaN and for |x| > 13.2 (where
+// the value is below 2^-126).
+inline float exp_neg_half_sq(float x) {
+  const double q0 = -0.5 * double(x) * double(x);  // exact
+  const bool in_range = q0 >= double(-87.3f);      // false for NaN
+  const double q = in_range ? q0 : 0.0;            // (branch-free, so loops vectorise)
+  const float a = float(q), lo = float(q - double(a));
+  const int n = static_cast<int>(a * 1.44269504088896341f - 0.5f);  // round to nearest, in [-126, 0]
+  const float nf = static_cast<float>(n);
+  float r = a - nf * 0.693359375f;
+  r = r - nf * -2.12194440e-4f;
+  r = r + lo;
+  float p = 1.9875691500E-4f;
+  p = p * r + 1.3981999507E-3f;
+  p = p * r + 8.3334519073E-3f;
+  p = p * r + 4.1665795894E-2f;
+  p = p * r + 1.6666665459E-1f;
+  p = p * r + 5.0000001201E-1f;
+  const float er = p * r * r + r + 1.0f;
+  const float y = er * __builtin_bit_cast(float, static_cast<std::int32_t>((n + 127) << 23));
+  return in_range ? y : 0.f;
+}
+
+// R(u) = erfcx(u / sqrt 2) / 2, the upper normal tail over exp(-u^2/2)
+// (NormalTail in vmath.h).
+inline float mills_ratio_half(float u) {  // u in [0, NormalTail::u_max]
+  using C = NormalTail;
+  const float P = (((C::p4 * u + C::p3) * u + C::p2) * u + C::p1) * u + C::p0;
+  const float Q = ((((C::q5 * u + C::q4) * u + C::q3) * u + C::q2) * u + C::q1) * u + 1.0f;
+  return P / Q;
+}
+
+// The standard normal CDF Phi(x) and density phi(x). float: with
+// e = exp(-x^2/2), phi = e / sqrt(2 pi) and the tail h = e * R(|x|)
+// (above): Phi = h for x < 0 and 1 - h for x >= 0, so the far negative
+// tail keeps its relative precision. NaN x gives h = 0 and phi = 0 (GELU's
+// x * Phi and its gradient stay NaN through x). float64: libm's erf and exp.
 template <typename T>
-inline T normal_cdf(T x) { return T(0.5) * (T(1) + std::erf(x * T(kSqrt1_2))); }
+inline void normal_cdf_pdf(T x, T& cdf, T& pdf) {
+  cdf = T(0.5) * (T(1) + std::erf(x * T(kSqrt1_2)));
+  pdf = T(kInvSqrt2Pi) * std::exp(T(-0.5) * x * x);
+}
 template <>
-inline float normal_cdf<float>(float x) {
-  const float z = (x < 0.f ? -x : x) * float(kSqrt1_2);
-  const float t = 1.f / (1.f + 0.5f * z);
-  const float poly =
-      -1.26551223f +
-      t * (1.00002368f +
-           t * (0.37409196f +
-                t * (0.09678418f +
-                     t * (-0.18628806f +
-                          t * (0.27886807f +
-                               t * (-1.13520398f +
-                                    t * (1.48851587f + t * (-0.82215223f + t * 0.17087277f))))))));
-  const float erfc = t * exp_f32(-z * z + poly);
-  return x >= 0.f ? 1.f - 0.5f * erfc : (x != x ? x : 0.5f * erfc);
+inline void normal_cdf_pdf<float>(float x, float& cdf, float& pdf) {
+  const float e = exp_neg_half_sq(x);
+  const float ax = x < 0.f ? -x : x;
+  const float h = e * mills_ratio_half(ax < NormalTail::u_max ? ax : NormalTail::u_max);  // NaN -> u_max
+  cdf = x >= 0.f ? 1.f - h : h;
+  pdf = float(kInvSqrt2Pi) * e;
 }
 
 }  // namespace
@@ -208,7 +240,11 @@ void activation_forward(Act act, T alpha, const T* x, T* y, i64 n) {
       map1(x, y, n, 4, [](T v) { return tanh_fn(v); });
       break;
     case Act::gelu:
-      map1(x, y, n, 6, [](T v) { return v * normal_cdf(v); });
+      map1(x, y, n, 6, [](T v) {
+        T cdf, pdf;
+        normal_cdf_pdf(v, cdf, pdf);
+        return v * cdf;
+      });
       break;
     case Act::gelu_tanh:
       map1(x, y, n, 6, [](T v) {
@@ -244,8 +280,8 @@ void activation_backward(Act act, T alpha, const T* dy, const T* s, T* dx, i64 n
       break;
     case Act::gelu:
       map2(dy, s, dx, n, 8, [](T g, T v) {
-        const T cdf = normal_cdf(v);
-        const T pdf = T(kInvSqrt2Pi) * fast_exp(T(-0.5) * v * v);
+        T cdf, pdf;
+        normal_cdf_pdf(v, cdf, pdf);
         return g * (cdf + v * pdf);
       });
       break;

@@ -14,6 +14,20 @@
 
 namespace pyconv {
 
+// The upper tail of the standard normal, 1 - Phi(u) for u >= 0, as
+// exp(-u^2/2) * R(u): R(u) = erfcx(u / sqrt 2) / 2 (the Mills ratio over
+// sqrt(2 pi)) by a rational minimax fit P / Q of degree 4 / 5 on
+// [0, 13.25] (relative error 6e-9 in exact arithmetic; every coefficient
+// positive, so nothing cancels in float). GELU's callers cap u at 13.5
+// (the tail is 0 in float beyond 13.2), so P / Q stays finite.
+struct NormalTail {
+  static constexpr float p0 = 0.5000000028630327f, p1 = 0.4368165050663163f, p2 = 0.18216483186784585f,
+                         p3 = 0.04027917293468179f, p4 = 0.004065491291644019f;
+  static constexpr float q1 = 1.671517979012359f, q2 = 1.1980034224571636f, q3 = 0.4666499326971025f,
+                         q4 = 0.1009720175892993f, q5 = 0.010190538354950943f;
+  static constexpr float u_max = 13.5f;
+};
+
 struct VMathF32 {
   const char* name;
   void (*sigmoid)(const float* x, float* y, i64 n);

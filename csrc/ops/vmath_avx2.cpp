@@ -21,10 +21,9 @@ using V = __m256;
 
 inline V set1(float x) { return _mm256_set1_ps(x); }
 
-// The core of exp for xc already clamped to [-87.3, 88.7]: xc = n ln2 + r,
-// |r| <= ln2/2, and the degree-6 polynomial for e^r (Cephes expf) in
-// Estrin's form (pairs, then r^2 and r^4: a shorter dependency chain than
-// Horner's, which bounded these kernels' speed). er[u] = e^r; n[u] = n.
+// e^r for |r| <= ln2/2 (plus a hair): the degree-6 polynomial of Cephes'
+// expf in Estrin's form (pairs, then r^2 and r^4: a shorter dependency chain
+// than Horner's, which bounded these kernels' speed).
 //
 // The *_n<U> forms run U independent vectors with every step written for
 // all of them in turn: a GELU is a ~100-cycle dependency chain and the core
@@ -32,13 +31,8 @@ inline V set1(float x) { return _mm256_set1_ps(x); }
 // one after another barely overlap (GELU 1.5x faster with U = 6). Each
 // vector gets exactly the operations of U = 1.
 template <int U>
-inline void exp_reduced_n(const V* xc, V* er, __m256i* n) {
-  V fn[U], r[U], r2[U], r4[U];
-  for (int u = 0; u < U; ++u)
-    fn[u] = _mm256_round_ps(_mm256_mul_ps(xc[u], set1(1.44269504088896341f)),
-                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  for (int u = 0; u < U; ++u) r[u] = _mm256_fnmadd_ps(fn[u], set1(0.693359375f), xc[u]);
-  for (int u = 0; u < U; ++u) r[u] = _mm256_fnmadd_ps(fn[u], set1(-2.12194440e-4f), r[u]);
+inline void exp_poly_n(const V* r, V* er) {
+  V r2[U], r4[U];
   for (int u = 0; u < U; ++u) r2[u] = _mm256_mul_ps(r[u], r[u]);
   for (int u = 0; u < U; ++u) r4[u] = _mm256_mul_ps(r2[u], r2[u]);
   for (int u = 0; u < U; ++u) {
@@ -46,9 +40,22 @@ inline void exp_reduced_n(const V* xc, V* er, __m256i* n) {
     const V q1 = _mm256_fmadd_ps(set1(8.3334519073E-3f), r[u], set1(4.1665795894E-2f));
     const V q2 = _mm256_fmadd_ps(set1(1.9875691500E-4f), r[u], set1(1.3981999507E-3f));
     const V p = _mm256_fmadd_ps(q2, r4[u], _mm256_fmadd_ps(q1, r2[u], q0));
-    n[u] = _mm256_cvtps_epi32(fn[u]);
     er[u] = _mm256_fmadd_ps(p, r2[u], _mm256_add_ps(r[u], set1(1.0f)));
   }
+}
+
+// The core of exp for xc already clamped to [-87.3, 88.7]: xc = n ln2 + r,
+// |r| <= ln2/2 (ln2 in two parts, so n ln2 is exact), er[u] = e^r, n[u] = n.
+template <int U>
+inline void exp_reduced_n(const V* xc, V* er, __m256i* n) {
+  V fn[U], r[U];
+  for (int u = 0; u < U; ++u)
+    fn[u] = _mm256_round_ps(_mm256_mul_ps(xc[u], set1(1.44269504088896341f)),
+                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  for (int u = 0; u < U; ++u) r[u] = _mm256_fnmadd_ps(fn[u], set1(0.693359375f), xc[u]);
+  for (int u = 0; u < U; ++u) r[u] = _mm256_fnmadd_ps(fn[u], set1(-2.12194440e-4f), r[u]);
+  for (int u = 0; u < U; ++u) n[u] = _mm256_cvtps_epi32(fn[u]);
+  exp_poly_n<U>(r, er);
 }
 
 // 2^n as a float, for n in [-126, 127].
@@ -171,31 +178,60 @@ struct TanhN {
   static void run(V* x) { tanh_n<U>(x); }
 };
 
-// Phi(x) via erfc(z) = t*exp(-z^2 + P(t)), t = 1/(1 + z/2) (as normal_cdf<float>),
-// in place over U vectors (see exp_reduced_n).
+// exp(-x^2 / 2) over U vectors (s = x * x as rounded, the caller's), as
+// activation.cpp's exp_neg_half_sq: the product's rounding error
+// (fmsub(x, x, s), exact) goes into the reduction as a tail, so the far tail
+// keeps its precision. 0 for NaN and where -s/2 < -87.3.
 template <int U>
-inline void normal_cdf_n(V* x) {
-  V z[U], t[U], a[U];
-  for (int u = 0; u < U; ++u) z[u] = _mm256_mul_ps(absv(x[u]), set1(0.70710678118654752440f));
-  for (int u = 0; u < U; ++u)
-    t[u] = _mm256_div_ps(set1(1.0f), _mm256_fmadd_ps(set1(0.5f), z[u], set1(1.0f)));
-  for (int u = 0; u < U; ++u) {  // the degree-9 polynomial in Estrin's form (depth 4, not 9)
-    const V tt = t[u], t2 = _mm256_mul_ps(tt, tt), t4 = _mm256_mul_ps(t2, t2), t8 = _mm256_mul_ps(t4, t4);
-    const V q01 = _mm256_fmadd_ps(set1(1.00002368f), tt, set1(-1.26551223f));
-    const V q23 = _mm256_fmadd_ps(set1(0.09678418f), tt, set1(0.37409196f));
-    const V q45 = _mm256_fmadd_ps(set1(0.27886807f), tt, set1(-0.18628806f));
-    const V q67 = _mm256_fmadd_ps(set1(1.48851587f), tt, set1(-1.13520398f));
-    const V q89 = _mm256_fmadd_ps(set1(0.17087277f), tt, set1(-0.82215223f));
-    const V r03 = _mm256_fmadd_ps(q23, t2, q01), r47 = _mm256_fmadd_ps(q67, t2, q45);
-    const V p = _mm256_fmadd_ps(q89, t8, _mm256_fmadd_ps(r47, t4, r03));
-    a[u] = _mm256_fnmadd_ps(z[u], z[u], p);
-  }
-  exp_nonpos_n<U>(a);
+inline void exp_neg_half_sq_n(const V* x, const V* s, V* e) {
+  // n comes from the rounding of a * log2(e) + 1.5 * 2^23 + 127 (an FMA: the
+  // integer part lands in the low mantissa bits, already biased, so 2^n is
+  // those bits shifted into the exponent field; a in [-87.3, 0] keeps n + 127
+  // in [1, 127]).
+  const V lo = set1(-87.3f), magic = set1(12583039.0f);
+  V a[U], t[U], r[U], er[U];
   for (int u = 0; u < U; ++u) {
-    const V half_erfc = _mm256_mul_ps(set1(0.5f), _mm256_mul_ps(t[u], a[u]));
-    const V pos = _mm256_sub_ps(set1(1.0f), half_erfc);
-    x[u] = keep_nan(_mm256_blendv_ps(half_erfc, pos, _mm256_cmp_ps(x[u], _mm256_setzero_ps(), _CMP_GE_OQ)), x[u]);
+    a[u] = _mm256_mul_ps(s[u], set1(-0.5f));
+    t[u] = _mm256_fmadd_ps(_mm256_max_ps(a[u], lo), set1(1.44269504088896341f), magic);  // NaN -> lo
   }
+  for (int u = 0; u < U; ++u) {
+    const V fn = _mm256_sub_ps(t[u], magic);
+    r[u] = _mm256_fnmadd_ps(fn, set1(0.693359375f), _mm256_max_ps(a[u], lo));
+    r[u] = _mm256_fnmadd_ps(fn, set1(-2.12194440e-4f), r[u]);
+    r[u] = _mm256_fnmadd_ps(_mm256_fmsub_ps(x[u], x[u], s[u]), set1(0.5f), r[u]);  // the tail
+  }
+  exp_poly_n<U>(r, er);
+  for (int u = 0; u < U; ++u) {
+    const V scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t[u]), 23));
+    e[u] = _mm256_andnot_ps(_mm256_cmp_ps(a[u], lo, _CMP_NGE_UQ), _mm256_mul_ps(er[u], scale));
+  }
+}
+
+// Phi(x) and e = exp(-x^2 / 2) over U vectors, as activation.cpp's
+// normal_cdf_pdf<float>: the tail h = e * R(min(|x|, 13.5)), R the degree
+// 4 / 5 rational (NormalTail's coefficients, in Estrin's form here), Phi = h
+// for x < 0 and 1 - h for x >= 0. The rational and the exp are independent
+// chains, so a vector's critical path is about half that of an erfc
+// computed through its exp. NaN x: h = 0 (x * Phi stays NaN through x).
+template <int U>
+inline void normal_cdf_n(const V* x, V* cdf, V* e) {
+  using C = NormalTail;
+  V s[U], h[U];
+  for (int u = 0; u < U; ++u) s[u] = _mm256_mul_ps(x[u], x[u]);
+  exp_neg_half_sq_n<U>(x, s, e);
+  for (int u = 0; u < U; ++u) {
+    const V uu = _mm256_min_ps(absv(x[u]), set1(C::u_max)), u2 = _mm256_mul_ps(uu, uu);
+    const V p01 = _mm256_fmadd_ps(set1(C::p1), uu, set1(C::p0));
+    const V p23 = _mm256_fmadd_ps(set1(C::p3), uu, set1(C::p2));
+    const V p = _mm256_fmadd_ps(_mm256_fmadd_ps(set1(C::p4), u2, p23), u2, p01);
+    const V q01 = _mm256_fmadd_ps(set1(C::q1), uu, set1(1.0f));
+    const V q23 = _mm256_fmadd_ps(set1(C::q3), uu, set1(C::q2));
+    const V q45 = _mm256_fmadd_ps(set1(C::q5), uu, set1(C::q4));
+    const V q = _mm256_fmadd_ps(_mm256_fmadd_ps(q45, u2, q23), u2, q01);
+    h[u] = _mm256_mul_ps(e[u], _mm256_div_ps(p, q));
+  }
+  for (int u = 0; u < U; ++u)  // blendv reads the sign bit: h where x < 0 (or -0, where h = 1/2)
+    cdf[u] = _mm256_blendv_ps(_mm256_sub_ps(set1(1.0f), h[u]), h[u], x[u]);
 }
 
 constexpr float kInvSqrt2Pi = 0.39894228040143267794f;
@@ -205,9 +241,8 @@ constexpr float kSqrt2OverPi = 0.79788456080286535588f;
 struct GeluN {
   template <int U>
   static void run(V* x) {
-    V c[U];
-    for (int u = 0; u < U; ++u) c[u] = x[u];
-    normal_cdf_n<U>(c);
+    V c[U], e[U];
+    normal_cdf_n<U>(x, c, e);
     for (int u = 0; u < U; ++u) x[u] = _mm256_mul_ps(x[u], c[u]);
   }
 };
@@ -215,13 +250,10 @@ struct GeluN {
 struct GeluBackwardN {
   template <int U>
   static void run(V* g, const V* x) {
-    V cdf[U], pdf[U];
-    for (int u = 0; u < U; ++u) cdf[u] = x[u];
-    normal_cdf_n<U>(cdf);
-    for (int u = 0; u < U; ++u) pdf[u] = _mm256_mul_ps(set1(-0.5f), _mm256_mul_ps(x[u], x[u]));
-    exp_nonpos_n<U>(pdf);
+    V cdf[U], e[U];
+    normal_cdf_n<U>(x, cdf, e);
     for (int u = 0; u < U; ++u)
-      g[u] = _mm256_mul_ps(g[u], _mm256_fmadd_ps(x[u], _mm256_mul_ps(set1(kInvSqrt2Pi), pdf[u]), cdf[u]));
+      g[u] = _mm256_mul_ps(g[u], _mm256_fmadd_ps(x[u], _mm256_mul_ps(set1(kInvSqrt2Pi), e[u]), cdf[u]));
   }
 };
 
