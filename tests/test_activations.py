@@ -705,3 +705,26 @@ def test_gelu_float32_relative_precision_every_isa(isa):
     size = np.spacing((cdf + np.abs(xd) * phi).astype(np.float32)).astype(np.float64)
     err_d = np.abs(dx - (cdf + xd * phi)) / size
     assert err_d.max() <= 8, f"gelu_backward off by {err_d.max():.1f} ulp at x = {x[np.argmax(err_d)]}"
+
+
+@pytest.mark.parametrize("isa", pyconv.supported_isas())
+def test_tanh_float32_ulp_every_isa(isa):
+    """float32 tanh (a rational in x^2, no exp) within 8 ulp of the float64
+    value from 1e-30 to the saturation, every float of [8.5, 9.5] included,
+    and exactly +-1 from 9.1 on (what GELU's tanh form needs for exact 0)."""
+    sat = np.arange(np.float32(8.5).view(np.int32), np.float32(9.5).view(np.int32),
+                    dtype=np.int32).view(np.float32)
+    x = np.concatenate([np.linspace(0, 8.5, 400_001, dtype=np.float32), sat,
+                        np.geomspace(1e-30, 1e-2, 50_000).astype(np.float32)])
+    x = np.concatenate([x, -x])
+    old = pyconv.get_isa()
+    pyconv.set_isa(isa)
+    try:
+        y = pyconv.tanh(x)
+        big = pyconv.tanh(np.array([9.1, 9.5, 20.0, 1e30, -9.1, -1e30], np.float32))
+    finally:
+        pyconv.set_isa(old)
+    ref = np.tanh(x.astype(np.float64))
+    err = np.abs(y - ref) / np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)
+    assert err.max() <= 8, f"tanh off by {err.max():.1f} ulp at x = {x[np.argmax(err)]}"
+    np.testing.assert_array_equal(big, [1, 1, 1, 1, -1, -1])

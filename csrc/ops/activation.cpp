@@ -143,18 +143,18 @@ inline T sigmoid(T x) {  // no overflow for any x; exact 0 and 1 limits
   return x >= T(0) ? s : (x != x ? x : e * s);
 }
 
-// tanh: Cephes' odd polynomial below 0.625, 1 - 2/(e^{2|x|} + 1) above.
+// tanh: float by the rational TanhRational (vmath.h) on x clamped to
+// +-9.1; NaN stays NaN (the clamp's comparisons are false for it).
 template <typename T>
 inline T tanh_fn(T x) { return std::tanh(x); }
 template <>
 inline float tanh_fn<float>(float x) {
-  const float ax = x < 0.f ? -x : x;
-  const float s = x * x;
-  const float small = ((((-5.70498872745E-3f * s + 2.06390887954E-2f) * s - 5.37397155531E-2f) * s +
-                        1.33314422036E-1f) * s - 3.33332819422E-1f) * s * x + x;
-  const float big = 1.f - 2.f / (exp_f32(2.f * ax) + 1.f);
-  const float signed_big = x < 0.f ? -big : big;
-  return ax < 0.625f ? small : (x != x ? x : signed_big);
+  using C = TanhRational;
+  const float xc = x < -C::x_max ? -C::x_max : (x > C::x_max ? C::x_max : x);
+  const float w = xc * xc;
+  const float P = (((C::p4 * w + C::p3) * w + C::p2) * w + C::p1) * w + C::p0;
+  const float Q = (((C::q4 * w + C::q3) * w + C::q2) * w + C::q1) * w + 1.0f;
+  return xc * (P / Q);
 }
 
 // exp(-x^2 / 2) for float x, to about 2 ulp over its whole range (the

@@ -3,9 +3,9 @@
 //
 // All arrays are contiguous; n >= 0; outputs may not alias inputs unless
 // noted. The maths is the same as the portable code in activation.cpp
-// (Cephes-style exp, the same polynomials and limits: exact 0 / 1 / inf
-// limits, NaN propagated), evaluated 8 lanes at a time with FMA, so results
-// agree with it to a few ulp. Each call is serial: callers split work
+// (Cephes-style exp, the rationals below, the same polynomials and limits:
+// exact 0 / 1 / inf limits, NaN propagated), evaluated 8 lanes at a time
+// with FMA, so results agree with it to a few ulp. Each call is serial: callers split work
 // between threads, so results do not depend on the thread count.
 #pragma once
 #include <cstdint>
@@ -28,6 +28,21 @@ struct NormalTail {
   static constexpr float u_max = 13.5f;
 };
 
+// tanh(x) = x * P(x^2) / Q(x^2) for x clamped to [-9.1, 9.1] (beyond, tanh
+// rounds to +-1 in float): a rational minimax fit of degree 4 / 4 in x^2
+// for tanh(x) / x (relative error 2.6e-8 in exact arithmetic; every
+// coefficient positive). One division and no exp: 2.7x the speed of
+// Cephes' polynomial-or-exp form it replaced, at up to about 6 ulp (float
+// rounding in P, Q and the quotient) where that form had 1.3; exactly +-1
+// from |x| = 9.1 (one ulp short of it on (9.01, 9.1)).
+struct TanhRational {
+  static constexpr float p0 = 0.9999999747995015f, p1 = 0.13372474675002f, p2 = 0.0034855132045641937f,
+                         p3 = 2.0446847760043074e-05f, p4 = 1.3136936621860329e-08f;
+  static constexpr float q1 = 0.46705786464606447f, q2 = 0.025838439474384196f,
+                         q3 = 0.0003269308532025054f, q4 = 7.685935397641619e-07f;
+  static constexpr float x_max = 9.1f;
+};
+
 struct VMathF32 {
   const char* name;
   void (*sigmoid)(const float* x, float* y, i64 n);
@@ -41,7 +56,9 @@ struct VMathF32 {
   // sum(x), and sum(x * y).
   float (*sum)(const float* x, i64 n);
   float (*dot)(const float* x, const float* y, i64 n);
-  // y[i] = exp(x[i] - m) (y may be null, or equal to x); returns the sum of those values.
+  // y[i] = exp(x[i] - m) (y may be null, or equal to x when m >= every
+  // x[i]); returns the sum of those values. Fastest when m >= every x[i]
+  // (the line's maximum: softmax's forward); any m is right.
   float (*exp_shift_sum)(const float* x, float m, float* y, i64 n);
   // Softmax (log = false) or log-softmax along d of n columns laid out
   // x[d*ld + j] (d < dim, j < n); y alike (y may equal x). 8 columns per

@@ -87,19 +87,36 @@ inline V exp8(V x) {
   return x;
 }
 
-// exp(x) for x <= 0 (sigmoid's -|x|, the normal density and erfc; right for
-// any x < 88), NaN mapped to 0 (callers restore NaN with keep_nan). With no
-// overflow side, 2^n is one normal scale (n >= -126 above the clamp) and the
-// inf / NaN blends go.
+// The reduction of exp for a in [-87.3, 88] (NaN passes through): n is the
+// rounding of a * log2(e) + 1.5 * 2^23 + 127 (one FMA: the integer part lands
+// in t's low mantissa bits, already biased), r = a - n ln2 (ln2 in two
+// parts). 2^n is then t's bits shifted into the exponent field (n + 127 in
+// [1, 254]): no round, convert or integer add.
+template <int U>
+inline void exp_small_reduce_n(const V* a, V* t, V* r) {
+  const V magic = set1(12583039.0f);
+  for (int u = 0; u < U; ++u) t[u] = _mm256_fmadd_ps(a[u], set1(1.44269504088896341f), magic);
+  for (int u = 0; u < U; ++u) {
+    const V fn = _mm256_sub_ps(t[u], magic);
+    r[u] = _mm256_fnmadd_ps(fn, set1(-2.12194440e-4f), _mm256_fnmadd_ps(fn, set1(0.693359375f), a[u]));
+  }
+}
+
+inline V exp_small_scale(V t) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t), 23)); }
+
+// exp(x) for x <= 88 (softmax's x - max, sigmoid's -|x|): exact 0 below
+// -87.3, NaN stays NaN (max takes the constant first: it returns its second
+// operand when either is NaN). One scale and no overflow or NaN blends: 18
+// operations to exp_n's 28.
 template <int U>
 inline void exp_nonpos_n(V* x) {
   const V lo = set1(-87.3f);
-  V xc[U], er[U];
-  __m256i n[U];
-  for (int u = 0; u < U; ++u) xc[u] = _mm256_max_ps(x[u], lo);  // NaN -> lo
-  exp_reduced_n<U>(xc, er, n);
+  V a[U], t[U], r[U], er[U];
+  for (int u = 0; u < U; ++u) a[u] = _mm256_max_ps(lo, x[u]);
+  exp_small_reduce_n<U>(a, t, r);
+  exp_poly_n<U>(r, er);
   for (int u = 0; u < U; ++u)
-    x[u] = _mm256_andnot_ps(_mm256_cmp_ps(x[u], lo, _CMP_NGE_UQ), _mm256_mul_ps(er[u], pow2i(n[u])));
+    x[u] = _mm256_andnot_ps(_mm256_cmp_ps(x[u], lo, _CMP_LT_OQ), _mm256_mul_ps(er[u], exp_small_scale(t[u])));
 }
 
 
@@ -134,42 +151,38 @@ inline V log_ge1_8(V x) {
 }
 
 inline V absv(V x) { return _mm256_andnot_ps(set1(-0.0f), x); }
-inline V keep_nan(V y, V x) { return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q)); }
 
+// blendv reads the sign bit: e * s where x < 0 (and at -0, where it equals
+// s); NaN stays NaN through the exp.
 struct SigmoidN {
   template <int U>
   static void run(V* x) {
     V e[U];
-    for (int u = 0; u < U; ++u) e[u] = _mm256_sub_ps(_mm256_setzero_ps(), absv(x[u]));
+    for (int u = 0; u < U; ++u) e[u] = _mm256_or_ps(x[u], set1(-0.0f));  // -|x|
     exp_nonpos_n<U>(e);
     for (int u = 0; u < U; ++u) {
       const V s = _mm256_div_ps(set1(1.0f), _mm256_add_ps(set1(1.0f), e[u]));
-      const V neg = _mm256_mul_ps(e[u], s);
-      x[u] = keep_nan(_mm256_blendv_ps(neg, s, _mm256_cmp_ps(x[u], _mm256_setzero_ps(), _CMP_GE_OQ)), x[u]);
+      x[u] = _mm256_blendv_ps(s, _mm256_mul_ps(e[u], s), x[u]);
     }
   }
 };
 
-// Cephes' odd polynomial below 0.625, 1 - 2/(e^{2|x|} + 1) above.
+// tanh by activation.cpp's rational (TanhRational, in Estrin's form here).
+// min / max take the constant first: they return their second operand when
+// either is NaN, so NaN passes the clamp.
 template <int U>
 inline void tanh_n(V* x) {
-  V small[U], e[U];
+  using C = TanhRational;
   for (int u = 0; u < U; ++u) {
-    const V s = _mm256_mul_ps(x[u], x[u]);
-    V p = set1(-5.70498872745E-3f);
-    p = _mm256_fmadd_ps(p, s, set1(2.06390887954E-2f));
-    p = _mm256_fmadd_ps(p, s, set1(-5.37397155531E-2f));
-    p = _mm256_fmadd_ps(p, s, set1(1.33314422036E-1f));
-    p = _mm256_fmadd_ps(p, s, set1(-3.33332819422E-1f));
-    small[u] = _mm256_fmadd_ps(_mm256_mul_ps(p, s), x[u], x[u]);
-    const V ax = absv(x[u]);
-    e[u] = _mm256_add_ps(ax, ax);
-  }
-  exp_n<U>(e);
-  for (int u = 0; u < U; ++u) {
-    const V big = _mm256_sub_ps(set1(1.0f), _mm256_div_ps(set1(2.0f), _mm256_add_ps(e[u], set1(1.0f))));
-    const V signed_big = _mm256_or_ps(big, _mm256_and_ps(x[u], set1(-0.0f)));
-    x[u] = keep_nan(_mm256_blendv_ps(signed_big, small[u], _mm256_cmp_ps(absv(x[u]), set1(0.625f), _CMP_LT_OQ)), x[u]);
+    const V xc = _mm256_max_ps(set1(-C::x_max), _mm256_min_ps(set1(C::x_max), x[u]));
+    const V w = _mm256_mul_ps(xc, xc), w2 = _mm256_mul_ps(w, w);
+    const V p01 = _mm256_fmadd_ps(set1(C::p1), w, set1(C::p0));
+    const V p23 = _mm256_fmadd_ps(set1(C::p3), w, set1(C::p2));
+    const V p = _mm256_fmadd_ps(_mm256_fmadd_ps(set1(C::p4), w2, p23), w2, p01);
+    const V q01 = _mm256_fmadd_ps(set1(C::q1), w, set1(1.0f));
+    const V q23 = _mm256_fmadd_ps(set1(C::q3), w, set1(C::q2));
+    const V q = _mm256_fmadd_ps(_mm256_fmadd_ps(set1(C::q4), w2, q23), w2, q01);
+    x[u] = _mm256_mul_ps(xc, _mm256_div_ps(p, q));
   }
 }
 
@@ -184,27 +197,18 @@ struct TanhN {
 // keeps its precision. 0 for NaN and where -s/2 < -87.3.
 template <int U>
 inline void exp_neg_half_sq_n(const V* x, const V* s, V* e) {
-  // n comes from the rounding of a * log2(e) + 1.5 * 2^23 + 127 (an FMA: the
-  // integer part lands in the low mantissa bits, already biased, so 2^n is
-  // those bits shifted into the exponent field; a in [-87.3, 0] keeps n + 127
-  // in [1, 127]).
-  const V lo = set1(-87.3f), magic = set1(12583039.0f);
-  V a[U], t[U], r[U], er[U];
+  const V lo = set1(-87.3f);
+  V a[U], ac[U], t[U], r[U], er[U];
   for (int u = 0; u < U; ++u) {
     a[u] = _mm256_mul_ps(s[u], set1(-0.5f));
-    t[u] = _mm256_fmadd_ps(_mm256_max_ps(a[u], lo), set1(1.44269504088896341f), magic);  // NaN -> lo
+    ac[u] = _mm256_max_ps(a[u], lo);  // NaN -> lo (zeroed below)
   }
-  for (int u = 0; u < U; ++u) {
-    const V fn = _mm256_sub_ps(t[u], magic);
-    r[u] = _mm256_fnmadd_ps(fn, set1(0.693359375f), _mm256_max_ps(a[u], lo));
-    r[u] = _mm256_fnmadd_ps(fn, set1(-2.12194440e-4f), r[u]);
-    r[u] = _mm256_fnmadd_ps(_mm256_fmsub_ps(x[u], x[u], s[u]), set1(0.5f), r[u]);  // the tail
-  }
+  exp_small_reduce_n<U>(ac, t, r);
+  for (int u = 0; u < U; ++u)  // the tail: -(x * x - s) / 2
+    r[u] = _mm256_fnmadd_ps(_mm256_fmsub_ps(x[u], x[u], s[u]), set1(0.5f), r[u]);
   exp_poly_n<U>(r, er);
-  for (int u = 0; u < U; ++u) {
-    const V scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t[u]), 23));
-    e[u] = _mm256_andnot_ps(_mm256_cmp_ps(a[u], lo, _CMP_NGE_UQ), _mm256_mul_ps(er[u], scale));
-  }
+  for (int u = 0; u < U; ++u)
+    e[u] = _mm256_andnot_ps(_mm256_cmp_ps(a[u], lo, _CMP_NGE_UQ), _mm256_mul_ps(er[u], exp_small_scale(t[u])));
 }
 
 // Phi(x) and e = exp(-x^2 / 2) over U vectors, as activation.cpp's
@@ -291,7 +295,7 @@ struct GeluTanhBackwardN {
 };
 
 // y = Op(x) / d = Op(g, x) over n elements, kU vectors per step through
-// Op::run<kU> (interleaved chains, see exp_reduced_n), then one at a time.
+// Op::run<kU> (interleaved chains, see exp_poly_n), then one at a time.
 constexpr int kU = 6;
 
 template <typename Op>
@@ -397,7 +401,8 @@ float dot_f32(const float* x, const float* y, i64 n) {
   return s;
 }
 
-float exp_shift_sum_f32(const float* x, float m, float* y, i64 n) {
+// The general exp, for any x and m.
+float exp_shift_sum_any(const float* x, float m, float* y, i64 n) {
   const V mv = set1(m);
   V acc = _mm256_setzero_ps();
   i64 i = 0;
@@ -420,6 +425,54 @@ float exp_shift_sum_f32(const float* x, float m, float* y, i64 n) {
     alignas(32) float buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     for (i64 k = 0; k < n - i; ++k) buf[k] = x[i + k];
     _mm256_store_ps(buf, exp8(_mm256_sub_ps(_mm256_load_ps(buf), mv)));
+    for (i64 k = 0; k < n - i; ++k) {
+      if (y) y[i + k] = buf[k];
+      s += buf[k];
+    }
+  }
+  return s;
+}
+
+// Softmax's forward passes the line's maximum as m, so every x - m is <= 0
+// (or NaN) and the short exp_nonpos_n serves. The largest x - m is tracked
+// (one max per vector; NaN does not enter it): a caller whose m is below
+// some x (log-softmax's backward gets its y from the user) is redone with
+// the general exp, in the same order. The sum is the same either way.
+float exp_shift_sum_f32(const float* x, float m, float* y, i64 n) {
+  const V mv = set1(m);
+  V acc = _mm256_setzero_ps(), top = set1(-std::numeric_limits<float>::infinity());
+  i64 i = 0;
+  for (; i + 32 <= n; i += 32) {  // four exps interleaved, the sum in the same order
+    V e[4];
+    for (int u = 0; u < 4; ++u) {
+      e[u] = _mm256_sub_ps(_mm256_loadu_ps(x + i + 8 * u), mv);
+      top = _mm256_max_ps(e[u], top);
+    }
+    exp_nonpos_n<4>(e);
+    for (int u = 0; u < 4; ++u) {
+      if (y) _mm256_storeu_ps(y + i + 8 * u, e[u]);
+      acc = _mm256_add_ps(acc, e[u]);
+    }
+  }
+  for (; i + 8 <= n; i += 8) {
+    V e = _mm256_sub_ps(_mm256_loadu_ps(x + i), mv);
+    top = _mm256_max_ps(e, top);
+    exp_nonpos_n<1>(&e);
+    if (y) _mm256_storeu_ps(y + i, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  alignas(32) float buf[8];
+  V tail = _mm256_setzero_ps();
+  if (i < n) {  // the last n - i values, padded with m (so exp(0): never taken)
+    for (i64 k = 0; k < 8; ++k) buf[k] = i + k < n ? x[i + k] : m;
+    tail = _mm256_sub_ps(_mm256_load_ps(buf), mv);
+    top = _mm256_max_ps(tail, top);
+  }
+  if (hmax(top) > 0.f) return exp_shift_sum_any(x, m, y, n);
+  float s = hsum(acc);
+  if (i < n) {
+    exp_nonpos_n<1>(&tail);
+    _mm256_store_ps(buf, tail);
     for (i64 k = 0; k < n - i; ++k) {
       if (y) y[i + k] = buf[k];
       s += buf[k];
@@ -453,14 +506,15 @@ inline void softmax_cols8(const float* x, float* y, i64 dim, i64 ld, bool log) {
   for (; d + 4 <= dim; d += 4) {  // four exps interleaved, the sum in the same order
     V e[4];
     for (int u = 0; u < 4; ++u) e[u] = _mm256_sub_ps(_mm256_loadu_ps(x + (d + u) * ld), m);
-    exp_n<4>(e);
+    exp_nonpos_n<4>(e);  // x - max <= 0
     for (int u = 0; u < 4; ++u) {
       if (!log) _mm256_storeu_ps(y + (d + u) * ld, e[u]);
       s = _mm256_add_ps(s, e[u]);
     }
   }
   for (; d < dim; ++d) {
-    const V e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + d * ld), m));
+    V e = _mm256_sub_ps(_mm256_loadu_ps(x + d * ld), m);
+    exp_nonpos_n<1>(&e);
     if (!log) _mm256_storeu_ps(y + d * ld, e);
     s = _mm256_add_ps(s, e);
   }
