@@ -728,3 +728,26 @@ def test_tanh_float32_ulp_every_isa(isa):
     err = np.abs(y - ref) / np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)
     assert err.max() <= 8, f"tanh off by {err.max():.1f} ulp at x = {x[np.argmax(err)]}"
     np.testing.assert_array_equal(big, [1, 1, 1, 1, -1, -1])
+
+
+@pytest.mark.parametrize("isa", pyconv.supported_isas())
+@pytest.mark.parametrize("dim", [1, 7, 8, 31, 32, 37, 100, 1000])
+def test_log_softmax_backward_takes_any_output(isa, dim):
+    """log_softmax_backward computes g - exp(y) * sum(g) for whatever y it is
+    given: the exp kernel's fast path assumes arguments <= 0 (a log-softmax
+    output) and must hand lines with a positive y (anywhere: body, last
+    partial vector) to the general exp, not return wrong values."""
+    rng = np.random.default_rng(dim)
+    g = rng.standard_normal((6, dim)).astype(np.float32)
+    y = -np.abs(rng.standard_normal((6, dim))).astype(np.float32) * 3
+    y[1, -1] = 0.5          # positive in the last element
+    y[2, 0] = 2.0           # positive first
+    y[3] = np.abs(y[3])     # all positive
+    y[4, dim // 2] = 80.0   # large, still finite in float32
+    old = pyconv.get_isa()
+    pyconv.set_isa(isa)
+    try:
+        dx = pyconv.log_softmax_backward(g, y, axis=1)
+    finally:
+        pyconv.set_isa(old)
+    assert_close(dx, R.log_softmax_backward_ref(g, y, axis=1), np.float32, "dx")
