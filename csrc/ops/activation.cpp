@@ -384,16 +384,7 @@ void softmax_forward(bool log, const T* x, T* y, i64 outer, i64 dim, i64 inner) 
       const int nt = threads_for(double(lines) * dim * 2, 2.0e5);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
       for (i64 l = 0; l < lines; ++l) {
-        const float* xl = x + l * dim;
-        float* yl = y + l * dim;
-        const float m = vm->max(xl, dim);  // NaN if any NaN: the line becomes NaN
-        if (log) {
-          const float lse = std::log(vm->exp_shift_sum(xl, m, nullptr, dim));
-          for (i64 d = 0; d < dim; ++d) yl[d] = (xl[d] - m) - lse;
-        } else {
-          const float inv = 1.f / vm->exp_shift_sum(xl, m, yl, dim);
-          for (i64 d = 0; d < dim; ++d) yl[d] *= inv;
-        }
+        vm->softmax_row(x + l * dim, y + l * dim, dim, log);
       }
       return;
     }
@@ -449,19 +440,7 @@ void softmax_backward(bool log, const T* dy, const T* y, T* dx, i64 outer, i64 d
     if (vm && inner == 1) {
       const int nt = threads_for(double(lines) * dim * 2, 2.0e5);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-      for (i64 l = 0; l < lines; ++l) {
-        const float* g = dy + l * dim;
-        const float* yl = y + l * dim;
-        float* d = dx + l * dim;
-        if (log) {  // d = g - exp(y) * sum(g)
-          const float s = vm->sum(g, dim);
-          vm->exp_shift_sum(yl, 0.f, d, dim);
-          for (i64 k = 0; k < dim; ++k) d[k] = g[k] - d[k] * s;
-        } else {  // d = y * (g - sum(g * y))
-          const float s = vm->dot(g, yl, dim);
-          for (i64 k = 0; k < dim; ++k) d[k] = yl[k] * (g[k] - s);
-        }
-      }
+      for (i64 l = 0; l < lines; ++l) vm->softmax_backward_row(dy + l * dim, y + l * dim, dx + l * dim, dim, log);
       return;
     }
   }

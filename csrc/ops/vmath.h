@@ -53,13 +53,19 @@ struct VMathF32 {
   void (*gelu_tanh_backward)(const float* dy, const float* x, float* dx, i64 n);
   // max(x[0..n)), NaN if any element is NaN; -inf for n == 0.
   float (*max)(const float* x, i64 n);
-  // sum(x), and sum(x * y).
+  // sum(x).
   float (*sum)(const float* x, i64 n);
-  float (*dot)(const float* x, const float* y, i64 n);
   // y[i] = exp(x[i] - m) (y may be null, or equal to x when m >= every
   // x[i]); returns the sum of those values. Fastest when m >= every x[i]
   // (the line's maximum: softmax's forward); any m is right.
   float (*exp_shift_sum)(const float* x, float m, float* y, i64 n);
+  // Softmax (log = false) or log-softmax of one contiguous line of n >= 1
+  // values (y may equal x): m = max (NaN if any NaN), then y = exp(x - m) /
+  // sum, or y = (x - m) - log(sum) (logf). And its backward from the
+  // forward output y: log: dx = g - exp(y) * sum(g); else dx = y * (g -
+  // sum(g * y)). The same operations as the portable row loops.
+  void (*softmax_row)(const float* x, float* y, i64 n, bool log);
+  void (*softmax_backward_row)(const float* g, const float* y, float* dx, i64 n, bool log);
   // Softmax (log = false) or log-softmax along d of n columns laid out
   // x[d*ld + j] (d < dim, j < n); y alike (y may equal x). 8 columns per
   // vector: for short rows (transposed by the caller) and for softmax over

@@ -481,6 +481,45 @@ float exp_shift_sum_f32(const float* x, float m, float* y, i64 n) {
   return s;
 }
 
+// ---- softmax over one contiguous line ----------------------------------------
+
+void softmax_row_f32(const float* x, float* y, i64 n, bool log) {
+  const float m = max_f32(x, n);  // NaN if any NaN: the line becomes NaN
+  if (log) {
+    const V lse = set1(__builtin_logf(exp_shift_sum_f32(x, m, nullptr, n))), mv = set1(m);
+    i64 i = 0;
+    for (; i + 8 <= n; i += 8)
+      _mm256_storeu_ps(y + i, _mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv), lse));
+    const float l = _mm256_cvtss_f32(lse);
+    for (; i < n; ++i) y[i] = (x[i] - m) - l;
+  } else {
+    const float inv = 1.f / exp_shift_sum_f32(x, m, y, n);
+    const V iv = set1(inv);
+    i64 i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), iv));
+    for (; i < n; ++i) y[i] *= inv;
+  }
+}
+
+void softmax_backward_row_f32(const float* g, const float* y, float* dx, i64 n, bool log) {
+  if (log) {  // dx = g - exp(y) * sum(g)
+    const float s = sum_f32(g, n);
+    exp_shift_sum_f32(y, 0.f, dx, n);
+    const V sv = set1(s);
+    i64 i = 0;
+    for (; i + 8 <= n; i += 8)
+      _mm256_storeu_ps(dx + i, _mm256_sub_ps(_mm256_loadu_ps(g + i), _mm256_mul_ps(_mm256_loadu_ps(dx + i), sv)));
+    for (; i < n; ++i) dx[i] = g[i] - dx[i] * s;
+  } else {  // dx = y * (g - sum(g * y))
+    const float s = dot_f32(g, y, n);
+    const V sv = set1(s);
+    i64 i = 0;
+    for (; i + 8 <= n; i += 8)
+      _mm256_storeu_ps(dx + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), _mm256_sub_ps(_mm256_loadu_ps(g + i), sv)));
+    for (; i < n; ++i) dx[i] = y[i] * (g[i] - s);
+  }
+}
+
 // Even and odd elements of 16 floats: (p[0], p[2], ..., p[14]), (p[1], ..., p[15]).
 inline void deinterleave16(const float* p, V* even, V* odd) {
   const V a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
@@ -826,8 +865,9 @@ const VMathF32 vmath_f32_avx2 = {
     map2<GeluTanhBackwardN>,
     max_f32,
     sum_f32,
-    dot_f32,
     exp_shift_sum_f32,
+    softmax_row_f32,
+    softmax_backward_row_f32,
     softmax_cols_f32,
     softmax_backward_cols_f32,
     bn_row_stats_f32,
