@@ -354,15 +354,24 @@ inline float hmax(V v) {
 }
 
 float max_f32(const float* x, i64 n) {
-  V m = set1(-std::numeric_limits<float>::infinity());
+  // Four chains (and NaN flags): one chain's compare-and-max latency
+  // bounded a line held in cache.
+  const V ninf = set1(-std::numeric_limits<float>::infinity());
+  V m0 = ninf, m1 = ninf, m2 = ninf, m3 = ninf;
   V nan = _mm256_setzero_ps();
   i64 i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const V a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
+    const V c = _mm256_loadu_ps(x + i + 16), d = _mm256_loadu_ps(x + i + 24);
+    m0 = _mm256_max_ps(m0, a), m1 = _mm256_max_ps(m1, b), m2 = _mm256_max_ps(m2, c), m3 = _mm256_max_ps(m3, d);
+    nan = _mm256_or_ps(nan, _mm256_or_ps(_mm256_cmp_ps(a, b, _CMP_UNORD_Q), _mm256_cmp_ps(c, d, _CMP_UNORD_Q)));
+  }
   for (; i + 8 <= n; i += 8) {
     const V v = _mm256_loadu_ps(x + i);
-    m = _mm256_max_ps(m, v);
+    m0 = _mm256_max_ps(m0, v);
     nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
   }
-  float r = hmax(m);
+  float r = hmax(_mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3)));
   bool any_nan = _mm256_movemask_ps(nan) != 0;
   for (; i < n; ++i) {
     any_nan |= x[i] != x[i];  // (no std:: templates in an ISA file: they could leak)
@@ -590,17 +599,87 @@ inline void softmax_backward_cols8(const float* g, const float* y, float* dx, i6
   }
 }
 
-// Full blocks of 8 columns in place; the last n % 8 through an 8-wide copy
-// (padding lanes are zeros, computed and dropped). block(in, out, stride)
-// gets the nio input pointers and the output pointer at the block.
-template <typename Block>
+// 32 columns (four vectors) at once, the same operations per column as the
+// 8-wide kernels above, each step written for the four vectors in turn: with
+// short lines (dim ~10) the 8-wide kernel is a chain of dependent phases
+// (max, a few exps, log, store) with little independent work in each.
+inline void softmax_cols32(const float* x, float* y, i64 dim, i64 ld, bool log) {
+  constexpr int W = 4;
+  V m[W], nan[W], s[W];
+  for (int w = 0; w < W; ++w) {
+    m[w] = set1(-std::numeric_limits<float>::infinity());
+    nan[w] = s[w] = _mm256_setzero_ps();
+  }
+  for (i64 d = 0; d < dim; ++d)
+    for (int w = 0; w < W; ++w) {
+      const V v = _mm256_loadu_ps(x + d * ld + 8 * w);
+      nan[w] = _mm256_or_ps(nan[w], _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+      m[w] = _mm256_max_ps(m[w], v);
+    }
+  for (int w = 0; w < W; ++w) m[w] = _mm256_blendv_ps(m[w], set1(std::numeric_limits<float>::quiet_NaN()), nan[w]);
+  for (i64 d = 0; d < dim; ++d) {
+    V e[W];
+    for (int w = 0; w < W; ++w) e[w] = _mm256_sub_ps(_mm256_loadu_ps(x + d * ld + 8 * w), m[w]);
+    exp_nonpos_n<W>(e);  // x - max <= 0
+    for (int w = 0; w < W; ++w) {
+      if (!log) _mm256_storeu_ps(y + d * ld + 8 * w, e[w]);
+      s[w] = _mm256_add_ps(s[w], e[w]);
+    }
+  }
+  if (log) {
+    V lse[W];
+    for (int w = 0; w < W; ++w) lse[w] = log_ge1_8(s[w]);
+    for (i64 d = 0; d < dim; ++d)
+      for (int w = 0; w < W; ++w)
+        _mm256_storeu_ps(y + d * ld + 8 * w,
+                         _mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(x + d * ld + 8 * w), m[w]), lse[w]));
+  } else {
+    V inv[W];
+    for (int w = 0; w < W; ++w) inv[w] = _mm256_div_ps(set1(1.0f), s[w]);
+    for (i64 d = 0; d < dim; ++d)
+      for (int w = 0; w < W; ++w)
+        _mm256_storeu_ps(y + d * ld + 8 * w, _mm256_mul_ps(_mm256_loadu_ps(y + d * ld + 8 * w), inv[w]));
+  }
+}
+
+inline void softmax_backward_cols32(const float* g, const float* y, float* dx, i64 dim, i64 ld, bool log) {
+  constexpr int W = 4;
+  V s[W];
+  for (int w = 0; w < W; ++w) s[w] = _mm256_setzero_ps();
+  for (i64 d = 0; d < dim; ++d)
+    for (int w = 0; w < W; ++w) {
+      const V gv = _mm256_loadu_ps(g + d * ld + 8 * w);
+      s[w] = log ? _mm256_add_ps(s[w], gv) : _mm256_fmadd_ps(gv, _mm256_loadu_ps(y + d * ld + 8 * w), s[w]);
+    }
+  for (i64 d = 0; d < dim; ++d) {
+    V yv[W];
+    for (int w = 0; w < W; ++w) yv[w] = _mm256_loadu_ps(y + d * ld + 8 * w);
+    if (log) exp_n<W>(yv);  // (y is the caller's: any value)
+    for (int w = 0; w < W; ++w) {
+      const V gv = _mm256_loadu_ps(g + d * ld + 8 * w);
+      const V r = log ? _mm256_fnmadd_ps(yv[w], s[w], gv)
+                      : _mm256_mul_ps(yv[w], _mm256_sub_ps(gv, s[w]));
+      _mm256_storeu_ps(dx + d * ld + 8 * w, r);
+    }
+  }
+}
+
+// Full blocks of 32 columns (block32), then of 8 (block8), in place; the
+// last n % 8 through an 8-wide copy (padding lanes are zeros, computed and
+// dropped). Each block gets the nio input pointers and the output pointer
+// at the block, and the stride.
+template <typename Block32, typename Block8>
 void by_column_blocks(i64 dim, i64 ld, i64 n, int nio, const float* const* in, float* out,
-                      Block block) {
+                      Block32 block32, Block8 block8) {
   const float* at[2];
   i64 j = 0;
+  for (; j + 32 <= n; j += 32) {
+    for (int k = 0; k < nio; ++k) at[k] = in[k] + j;
+    block32(at, out + j, ld);
+  }
   for (; j + 8 <= n; j += 8) {
     for (int k = 0; k < nio; ++k) at[k] = in[k] + j;
-    block(at, out + j, ld);
+    block8(at, out + j, ld);
   }
   if (j == n) return;
   const i64 w = n - j;
@@ -612,24 +691,26 @@ void by_column_blocks(i64 dim, i64 ld, i64 n, int nio, const float* const* in, f
     at[k] = t;
   }
   float* tout = tmp.data() + nio * dim * 8;
-  block(at, tout, 8);
+  block8(at, tout, 8);
   for (i64 d = 0; d < dim; ++d)
     for (i64 l = 0; l < w; ++l) out[d * ld + j + l] = tout[d * 8 + l];
 }
 
 void softmax_cols_f32(const float* x, float* y, i64 dim, i64 ld, i64 n, bool log) {
   const float* in[1] = {x};
-  by_column_blocks(dim, ld, n, 1, in, y, [&](const float* const* i, float* o, i64 s) {
-    softmax_cols8(i[0], o, dim, s, log);
-  });
+  by_column_blocks(
+      dim, ld, n, 1, in, y,
+      [&](const float* const* i, float* o, i64 s) { softmax_cols32(i[0], o, dim, s, log); },
+      [&](const float* const* i, float* o, i64 s) { softmax_cols8(i[0], o, dim, s, log); });
 }
 
 void softmax_backward_cols_f32(const float* g, const float* y, float* dx, i64 dim, i64 ld, i64 n,
                                bool log) {
   const float* in[2] = {g, y};
-  by_column_blocks(dim, ld, n, 2, in, dx, [&](const float* const* i, float* o, i64 s) {
-    softmax_backward_cols8(i[0], i[1], o, dim, s, log);
-  });
+  by_column_blocks(
+      dim, ld, n, 2, in, dx,
+      [&](const float* const* i, float* o, i64 s) { softmax_backward_cols32(i[0], i[1], o, dim, s, log); },
+      [&](const float* const* i, float* o, i64 s) { softmax_backward_cols8(i[0], i[1], o, dim, s, log); });
 }
 
 // ---- batch norm (see vmath.h for the order of the sums) ----------------------
