@@ -131,18 +131,20 @@ def test_narrow_c_swapped_product(isa, dt):
     # A narrow C (few columns, many rows) is computed as C^T = B^T A^T and
     # transposed back; with beta == 0 every element sums the same products
     # in the same order, so the result equals the transposed problem's bits.
+    # (A is column-major here: with A's rows along k, a narrow product reads
+    # A in place instead; see test_narrow_c_reads_a_in_place.)
     info = _C.gemm_kernel_info(np.dtype(dt).name, isa)
     mr, nr = info["mr"], info["nr"]
     rng = np.random.default_rng(11)
     for m, n, k in [(8 * nr + 3, 1, 40), (8 * nr, nr + 1, 257), (3 * info["mc"] + 1, 2 * nr + 1, 64),
                     (20 * nr, 7 * nr + 5, 33), (50, 10, 600)]:
-        a = rng.standard_normal((m, k)).astype(dt)
+        a = np.asfortranarray(rng.standard_normal((m, k)).astype(dt))
         b = rng.standard_normal((k, n)).astype(dt)
         c = np.full((m, n), np.nan, dtype=dt)
         _C.gemm(a, b, c, 0.0, isa)
         _check(c, a, b)
         ct = np.full((n, m), np.nan, dtype=dt)
-        _C.gemm(np.ascontiguousarray(b.T), np.ascontiguousarray(a.T), ct, 0.0, isa)
+        _C.gemm(np.asfortranarray(b.T), np.ascontiguousarray(a.T), ct, 0.0, isa)
         assert np.array_equal(c, ct.T), (m, n, k)
         for beta in (1.0, -0.5):  # beta is applied when adding C^T back
             c0 = rng.standard_normal((m, n)).astype(dt)
@@ -224,3 +226,34 @@ def test_bindings_refuse_bad_arrays():
         _C.gemm(a, a, np.empty((4, 8), np.float32)[:, ::2], 0.0)
     with pytest.raises(ValueError):
         _C.gemm(a, a, np.empty((4, 4), np.float32), 0.0, "sse9")
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_narrow_c_reads_a_in_place(isa, dt):
+    """Few columns with A's rows along k: A is read where it is (no packing),
+    the last one or two columns by dot products, a last panel of at most NR/2
+    by the half-width kernel, and a last row tile under MR packed. Every
+    column remainder and row remainder, k across the KC blocks, beta 0 / 1 /
+    -0.5 into a strided C, and the same bits on 1 and 2 threads."""
+    info = _C.gemm_kernel_info(np.dtype(dt).name, isa)
+    mr, nr = info["mr"], info["nr"]
+    rng = np.random.default_rng(12)
+    ns = sorted({1, 2, 3, nr // 2 - 1, nr // 2, nr // 2 + 1, nr - 1, nr, nr + 1, nr + 2,
+                 2 * nr + 1, 3 * nr + 1, 3 * nr + 2, 4 * nr} - {0})
+    for m, n, k in itertools.product([mr, mr + 1, 5 * mr - 1, 13 * mr + 2], ns, [32, 100, 257, 600]):
+        a = rng.standard_normal((m, k)).astype(dt)
+        b = rng.standard_normal((k, n)).astype(dt)
+        c = np.full((m, n), np.nan, dtype=dt)
+        _C.gemm(a, b, c, 0.0, isa, 1)
+        _check(c, a, b)
+        c2 = np.full((m, n), np.nan, dtype=dt)
+        _C.gemm(a, b, c2, 0.0, isa, 2)
+        assert np.array_equal(c, c2), (m, n, k)
+        for beta in (1.0, -0.5):
+            c0 = rng.standard_normal((m, n)).astype(dt)
+            big = np.full((m + 2, n + 5), np.nan, dtype=dt)
+            out = big[1:m + 1, 3:n + 3]
+            out[...] = c0
+            _C.gemm(a, b, out, beta, isa)
+            _check(out, a, b, beta, c0)
+            assert np.isnan(big[0]).all() and np.isnan(big[:, :3]).all() and np.isnan(big[:, n + 3:]).all()

@@ -240,6 +240,70 @@ void gemm_serial(const GemmKernel<T>& K, i64 m0, i64 m1, i64 n0, i64 n1, i64 k, 
   }
 }
 
+// The first NR/2 columns of a packed [kc][NR] panel as a [kc][NR/2] panel.
+template <typename T>
+void narrow_panel(const T* src, i64 kc, int NR, T* dst) {
+  const int h = NR / 2;
+  for (i64 p = 0; p < kc; ++p) std::memcpy(dst + p * h, src + p * NR, sizeof(T) * h);
+}
+
+// The serial loop nest with A read in place (K.fn_arows; A's rows run along
+// k, csa == 1): B is packed as in gemm_serial, A never is, except a last row
+// tile of fewer than MR rows (the kernel would read past A's end), packed
+// into bufA. Row tiles outside, column panels inside: each A tile is fetched
+// once and serves every panel of the B block. A last panel of one or two
+// columns (ResNet's 7 x 7 maps: 49 = 3 x 16 + 1) is dot products of the A
+// rows with those columns copied out contiguous (K.dot_rows), one of at most
+// NR/2 runs the half-width kernel from a narrowed copy; bufH holds either.
+template <typename T>
+void gemm_arows_serial(const GemmKernel<T>& K, i64 m0, i64 m1, i64 n0, i64 n1, i64 k, i64 NC,
+                       const T* A, i64 rsa, const BPacker<T>& B, T beta, T* C, i64 ldc, T* bufA,
+                       T* bufB, T* bufH) {
+  const int MR = K.mr, NR = K.nr, H = NR / 2;
+  const i64 KC = balanced_kc(K.kc, k);
+  for (i64 jc = n0; jc < n1; jc += NC) {
+    const i64 nc = std::min<i64>(NC, n1 - jc);
+    for (i64 pc = 0; pc < k; pc += KC) {
+      const i64 kc = std::min<i64>(KC, k - pc);
+      const T beta_eff = pc == 0 ? beta : T(1);
+      B.fn(B.ctx, pc, kc, jc, nc, NR, bufB);
+      const i64 last = (nc - 1) / NR * NR, rest = nc - last;  // the last panel
+      const bool dots = K.dot_rows && rest <= 2, half = !dots && K.fn_arows_half && rest <= H;
+      const T* bcols[2] = {bufH, bufH + kc};
+      if (dots)
+        for (i64 t = 0; t < rest; ++t)
+          for (i64 p = 0; p < kc; ++p) bufH[t * kc + p] = bufB[last * kc + p * NR + t];
+      if (half) narrow_panel(bufB + last * kc, kc, NR, bufH);
+      for (i64 ir = m0; ir < m1; ir += MR) {
+        const i64 mr = std::min<i64>(MR, m1 - ir);
+        const T* ap = A + ir * rsa + pc;
+        if (mr < MR) pack_a(MR, mr, kc, ap, rsa, i64(1), bufA, K.pack_a6);
+        for (i64 jr = 0; jr < nc; jr += NR) {
+          const i64 nr = std::min<i64>(NR, nc - jr);
+          T* c = C + ir * ldc + jc + jr;
+          alignas(64) T tmp[16 * 64];  // mr*nr <= 16*64 for every kernel
+          if (dots && jr == last) {
+            const T* arows[16];  // MR <= 16
+            for (i64 i = 0; i < mr; ++i) arows[i] = ap + i * rsa;
+            K.dot_rows(mr, nr, kc, arows, bcols, beta_eff, c, ldc);
+          } else if (mr < MR) {
+            K.fn(kc, bufA, bufB + jr * kc, tmp, NR, T(0));
+            merge_edge(tmp, NR, mr, nr, c, ldc, beta_eff);
+          } else if (nr == NR) {
+            K.fn_arows(kc, ap, rsa, bufB + jr * kc, c, ldc, beta_eff);
+          } else if (half && jr == last) {
+            K.fn_arows_half(kc, ap, rsa, bufH, tmp, H, T(0));
+            merge_edge(tmp, H, mr, nr, c, ldc, beta_eff);
+          } else {
+            K.fn_arows(kc, ap, rsa, bufB + jr * kc, tmp, NR, T(0));
+            merge_edge(tmp, NR, mr, nr, c, ldc, beta_eff);
+          }
+        }
+      }
+    }
+  }
+}
+
 // merge_edge for wide columns (WideColumns): tile columns jr.. of rows
 // c.. that are outputs go to their dense places; the rest are dropped.
 template <typename T>
@@ -458,10 +522,22 @@ bool gemm_swaps(int MR, int NR, i64 m, i64 n, i64 k) {
   return padded_area(n, m, MR, NR) < 0.9 * padded_area(m, n, MR, NR);
 }
 
+// A product with few columns uses each A element for only n products, so
+// packing A is a large share of it; with A's rows along k (csa == 1) and an
+// in-place-A kernel, A is read where it is (gemm_arows_serial). This also
+// beats the transposed product of gemm_swaps, whose B' = A^T would be packed
+// by transposing (ResNet's 7x7x512 layer at batch 1: 15% of the call).
+template <typename T>
+bool gemm_reads_a_in_place(const GemmKernel<T>& K, i64 m, i64 n, i64 k, i64 csa) {
+  return K.fn_arows && csa == 1 && m >= K.mr && n <= 4 * K.nr && k >= 32;
+}
+template bool gemm_reads_a_in_place<float>(const GemmKernel<float>&, i64, i64, i64, i64);
+template bool gemm_reads_a_in_place<double>(const GemmKernel<double>&, i64, i64, i64, i64);
+
 template <typename T>
 void gemm(const GemmKernel<T>& K, i64 m, i64 n, i64 k, const T* A, i64 rsa, i64 csa,
           const T* B, i64 rsb, i64 csb, T beta, T* C, i64 ldc, int nthreads) {
-  if (m > 0 && n > 0 && gemm_swaps(K.mr, K.nr, m, n, k)) {
+  if (m > 0 && n > 0 && !gemm_reads_a_in_place(K, m, n, k, csa) && gemm_swaps(K.mr, K.nr, m, n, k)) {
     PYCONV_CHECK(ldc >= n, "gemm: ldc < n");
     T* Ct = static_cast<T*>(t_swap.reserve(sizeof(T) * std::size_t(m) * std::size_t(n)));
     const StridedB<T> at{A, csa, rsa};  // B' = A^T
@@ -487,6 +563,16 @@ void gemm_packed_b(const GemmKernel<T>& K, i64 m, i64 n, i64 k, const T* A, i64 
   const i64 nc = std::min<i64>(NC, ((n + K.nr - 1) / K.nr) * K.nr);
   const std::size_t a_bytes = round64(sizeof(T) * std::size_t(mc) * kc);
   const std::size_t b_bytes = sizeof(T) * std::size_t(nc) * kc;
+  if (gemm_reads_a_in_place(K, m, n, k, csa)) {
+    const std::size_t bb = round64(b_bytes), h_bytes = sizeof(T) * std::size_t(K.nr / 2) * kc;
+    parallel_blocks(K, m, n, k, nthreads, a_bytes + bb + h_bytes,
+                    [&](i64 m0, i64 m1, i64 n0, i64 n1, char* buf) {
+                      gemm_arows_serial(K, m0, m1, n0, n1, k, NC, A, rsa, B, beta, C, ldc,
+                                        reinterpret_cast<T*>(buf), reinterpret_cast<T*>(buf + a_bytes),
+                                        reinterpret_cast<T*>(buf + a_bytes + bb));
+                    });
+    return;
+  }
   parallel_blocks(K, m, n, k, nthreads, a_bytes + b_bytes,
                   [&](i64 m0, i64 m1, i64 n0, i64 n1, char* buf) {
                     gemm_serial(K, m0, m1, n0, n1, k, NC, A, rsa, csa, B, beta, C, ldc,

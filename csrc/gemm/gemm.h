@@ -30,6 +30,12 @@ template <typename T>
 using ukernel_rows_fn = void (*)(i64 kc, const T* a, const T* b, const i64* boff, T* c, i64 ldc,
                                  T beta);
 
+// In-place-A variant: A[i][p] = a[i * lda + p] (MR rows that run along k,
+// read where they are), B packed [kc][NR]. Same C contract. The _half form
+// computes NR/2 columns from a [kc][NR/2] panel (narrow column edges).
+template <typename T>
+using ukernel_arows_fn = void (*)(i64 kc, const T* a, i64 lda, const T* b, T* c, i64 ldc, T beta);
+
 template <typename T>
 struct GemmKernel {
   const char* name;  // e.g. "sgemm_ukernel_6x16__avx2"
@@ -55,6 +61,10 @@ struct GemmKernel {
   // each operand element for only m or n uses costs a large share.
   void (*dot_rows)(i64 m, i64 n, i64 k, const T* const* a, const T* const* b, T beta, T* c,
                    i64 ldc) = nullptr;
+  // Optional: the in-place-A kernels (full NR, and NR/2 wide). With them,
+  // a product with few columns reads its A rows unpacked (gemm.cpp).
+  ukernel_arows_fn<T> fn_arows = nullptr;
+  ukernel_arows_fn<T> fn_arows_half = nullptr;
 };
 
 // AVX2 stream packer (ukernel_avx2.cpp); also used by the AVX-512 table.
@@ -118,6 +128,11 @@ void gemm_rows(const GemmKernel<T>& K, i64 m, i64 n, i64 k, const T* A, i64 rsa,
 // Whether gemm() computes this shape as C^T = B^T A^T (a narrow C: see
 // gemm.cpp). Callers that could pack B themselves use it to choose gemm().
 bool gemm_swaps(int MR, int NR, i64 m, i64 n, i64 k);
+
+// Whether gemm() and gemm_packed_b() read A in place for this shape (few
+// columns, A's rows along k: see gemm.cpp); gemm() then never swaps.
+template <typename T>
+bool gemm_reads_a_in_place(const GemmKernel<T>& K, i64 m, i64 n, i64 k, i64 csa);
 
 // The full GEMM with the given kernel. nthreads <= 0 means "library default";
 // threads split output tiles only, never k, so results do not depend on the

@@ -45,6 +45,14 @@ void sgemm_ukernel_rows_6x16__avx2(i64 kc, const float* a, const float* b, const
     float beta) {
   ukernel_body<VF, 6, 2, true>(kc, a, b, boff, c, ldc, beta);
 }
+void sgemm_ukernel_arows_6x16__avx2(i64 kc, const float* a, i64 lda, const float* b, float* c, i64 ldc,
+                                    float beta) {
+  ukernel_body<VF, 6, 2, false, float, true>(kc, a, b, nullptr, c, ldc, beta, lda);
+}
+void sgemm_ukernel_arows_6x8__avx2(i64 kc, const float* a, i64 lda, const float* b, float* c, i64 ldc,
+                                   float beta) {
+  ukernel_body<VF, 6, 1, false, float, true>(kc, a, b, nullptr, c, ldc, beta, lda);
+}
 void dgemm_ukernel_6x8__avx2(i64 kc, const double* a, const double* b, double* c, i64 ldc, double beta) {
   ukernel_body<VD, 6, 2, false>(kc, a, b, nullptr, c, ldc, beta);
 }
@@ -98,7 +106,12 @@ void spack_a6__avx2(const float* a, i64 rsa, i64 mr, i64 kc, float* dst) {
 // wait in `part` between chunks. Each lane sums its p in order, the lanes
 // are folded in a fixed tree and the k % 8 tail is added last: the result
 // depends on the shape only. Edge tiles repeat a valid row and drop it.
-void sdot_rows__avx2(i64 m, i64 n, i64 k, const float* const* a, const float* const* b, float beta,
+namespace {
+
+// sdot_rows in register blocks of U rows x W columns (edge blocks repeat
+// their last row / column and drop the copies).
+template <int U, int W>
+void dot_rows_blocks(i64 m, i64 n, i64 k, const float* const* a, const float* const* b, float beta,
                      float* c, i64 ldc) {
   constexpr i64 kChunk = 1024;
   const i64 k8 = k / 8 * 8;
@@ -108,30 +121,28 @@ void sdot_rows__avx2(i64 m, i64 n, i64 k, const float* const* a, const float* co
   for (i64 p0 = 0; p0 < k8 || p0 == 0; p0 += kChunk) {
     const i64 p1 = std::min(k8, p0 + kChunk);
     const bool last = p1 == k8;
-    for (i64 i0 = 0; i0 < m; i0 += 4)
-      for (i64 j0 = 0; j0 < n; j0 += 3) {
-        const float* ar[4];
-        const float* br[3];
-        for (int u = 0; u < 4; ++u) ar[u] = a[std::min<i64>(i0 + u, m - 1)];
-        for (int v = 0; v < 3; ++v) br[v] = b[std::min<i64>(j0 + v, n - 1)];
-        __m256 acc[4][3];
-        for (int u = 0; u < 4; ++u)
-          for (int v = 0; v < 3; ++v)
+    for (i64 i0 = 0; i0 < m; i0 += U)
+      for (i64 j0 = 0; j0 < n; j0 += W) {
+        const float* ar[U];
+        const float* br[W];
+        for (int u = 0; u < U; ++u) ar[u] = a[std::min<i64>(i0 + u, m - 1)];
+        for (int v = 0; v < W; ++v) br[v] = b[std::min<i64>(j0 + v, n - 1)];
+        __m256 acc[U][W];
+        for (int u = 0; u < U; ++u)
+          for (int v = 0; v < W; ++v)
             acc[u][v] = p0 > 0 && i0 + u < m && j0 + v < n
                             ? _mm256_loadu_ps(&part[((i0 + u) * n + j0 + v) * 8])
                             : _mm256_setzero_ps();
         for (i64 p = p0; p < p1; p += 8) {
-          const __m256 b0 = _mm256_loadu_ps(br[0] + p), b1 = _mm256_loadu_ps(br[1] + p),
-                       b2 = _mm256_loadu_ps(br[2] + p);
-          for (int u = 0; u < 4; ++u) {
+          __m256 bv[W];
+          for (int v = 0; v < W; ++v) bv[v] = _mm256_loadu_ps(br[v] + p);
+          for (int u = 0; u < U; ++u) {
             const __m256 av = _mm256_loadu_ps(ar[u] + p);
-            acc[u][0] = _mm256_fmadd_ps(av, b0, acc[u][0]);
-            acc[u][1] = _mm256_fmadd_ps(av, b1, acc[u][1]);
-            acc[u][2] = _mm256_fmadd_ps(av, b2, acc[u][2]);
+            for (int v = 0; v < W; ++v) acc[u][v] = _mm256_fmadd_ps(av, bv[v], acc[u][v]);
           }
         }
-        for (int u = 0; u < 4 && i0 + u < m; ++u)
-          for (int v = 0; v < 3 && j0 + v < n; ++v) {
+        for (int u = 0; u < U && i0 + u < m; ++u)
+          for (int v = 0; v < W && j0 + v < n; ++v) {
             if (!last) {
               _mm256_storeu_ps(&part[((i0 + u) * n + j0 + v) * 8], acc[u][v]);
               continue;
@@ -148,9 +159,21 @@ void sdot_rows__avx2(i64 m, i64 n, i64 k, const float* const* a, const float* co
   }
 }
 
+}  // namespace
+
+// 4 x 3 blocks; one or two columns take 8 x 1 / 6 x 2 blocks instead (a
+// 4 x 3 block repeating one column did three times the work).
+void sdot_rows__avx2(i64 m, i64 n, i64 k, const float* const* a, const float* const* b, float beta,
+                     float* c, i64 ldc) {
+  if (n == 1) return dot_rows_blocks<8, 1>(m, n, k, a, b, beta, c, ldc);
+  if (n == 2) return dot_rows_blocks<6, 2>(m, n, k, a, b, beta, c, ldc);
+  dot_rows_blocks<4, 3>(m, n, k, a, b, beta, c, ldc);
+}
+
 const GemmKernel<float> sgemm_avx2 = {"sgemm_ukernel_6x16__avx2", Isa::avx2, 6, 16, 144, 256, 4096,
                                       sgemm_ukernel_6x16__avx2, sgemm_ukernel_rows_6x16__avx2,
-                                      spack_streams__avx2, spack_a6__avx2, sdot_rows__avx2};
+                                      spack_streams__avx2, spack_a6__avx2, sdot_rows__avx2,
+                                      sgemm_ukernel_arows_6x16__avx2, sgemm_ukernel_arows_6x8__avx2};
 const GemmKernel<double> dgemm_avx2 = {"dgemm_ukernel_6x8__avx2", Isa::avx2, 6, 8, 96, 256, 2048,
                                        dgemm_ukernel_6x8__avx2, dgemm_ukernel_rows_6x8__avx2};
 

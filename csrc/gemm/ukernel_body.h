@@ -13,10 +13,13 @@
 
 // B row p is read from b + boff[p] when ROWS (the row-offset
 // variant: rows of an unpacked, padded image), else from the packed panel
-// b + p*NR.
-template <class V, int MR, int NV, bool ROWS, typename T>
+// b + p*NR. A is the packed micro-panel [kc][MR], or with lda > 0 MR rows
+// read in place: A[i][p] = a[i * lda + p] (AROWS, e.g. a weight matrix
+// whose rows run along k; nothing packed).
+template <class V, int MR, int NV, bool ROWS, typename T, bool AROWS = false>
 static inline void ukernel_body(i64 kc, const T* __restrict a, const T* __restrict b,
-                                const i64* __restrict boff, T* __restrict c, i64 ldc, T beta) {
+                                const i64* __restrict boff, T* __restrict c, i64 ldc, T beta,
+                                i64 lda = 0) {
   constexpr int L = V::lanes;
   typename V::reg acc[MR][NV];
 #pragma GCC unroll 32
@@ -43,11 +46,11 @@ static inline void ukernel_body(i64 kc, const T* __restrict a, const T* __restri
     for (int v = 0; v < NV; ++v) bv[v] = V::load(bp + v * L);
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i) {
-      typename V::reg av = V::bcast(a + i);
+      typename V::reg av = V::bcast(AROWS ? a + i * lda : a + i);
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[i][v] = V::fma(av, bv[v], acc[i][v]);
     }
-    a += MR;
+    a += AROWS ? 1 : MR;
   }
 
   if (beta == T(0)) {
