@@ -426,7 +426,7 @@ void forward_batched(const Conv2dParams& p, const T* x, const T* w, const T* b, 
   for (i64 n0 = 0; n0 < p.N; n0 += nb) {
     const i64 cnt = std::min(nb, p.N - n0), L = cnt * OHW;
     const int nt = threads_for(double(p.OC) * L * sizeof(T), 1.0e6);
-    if (gemm_swaps(kern.mr, kern.nr, OCg, L, K) && !gemm_reads_a_in_place(kern, OCg, L, K, i64(1))) {
+    if (gemm_swaps(kern.mr, kern.nr, OCg, L, K)) {
       // Few columns (one 7x7 map): gemm() computes y^T = col^T W^T, which
       // wastes far less of its register tiles; it needs col materialised.
       T* col = t_scratch.get<T>(0, p.C * p.KH * p.KW * L);
