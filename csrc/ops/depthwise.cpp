@@ -234,6 +234,22 @@ bool unit3x3_wide(const Conv2dParams& p) {
   return p.KH == 3 && p.KW == 3 && p.SH == 1 && p.SW == 1 && p.DH == 1 && p.DW == 1 && p.W >= 32;
 }
 
+// 3x3 stride-1 undilated depthwise (multiplier 1) on maps narrower than
+// the rows path's 32 columns: 8 channels per vector (dw3c8_*; MobileNet's
+// 14x14 and 7x7 layers), buffers of at most 4096 pixels.
+bool dw3c8_shape(const Conv2dParams& p) {
+  return p.KH == 3 && p.KW == 3 && p.SH == 1 && p.SW == 1 && p.DH == 1 && p.DW == 1 &&
+         p.OC == p.C && p.W < 32 && p.OW < 32 && (p.OH + 2) * (p.OW + 2) <= 4096 &&
+         (p.H + 2) * (p.W + 2) <= 4096;
+}
+
+// The weights of channels c0.. (nc of them) as dw3c8's [9][8] vectors,
+// zero lanes past nc; flipped (tap t from 8 - t) for backward-data.
+void dw3c8_weights(const float* w, i64 c0, int nc, bool flip, float* wt) {
+  for (int t = 0; t < 9; ++t)
+    for (int ch = 0; ch < 8; ++ch) wt[t * 8 + ch] = ch < nc ? w[(c0 + ch) * 9 + (flip ? 8 - t : t)] : 0.0f;
+}
+
 int simd_threads(const Conv2dParams& p, i64 units) {
   const double work = 2.0 * p.N * p.OC * p.OHW() * p.KH * p.KW;
   return (int)std::clamp<i64>(threads_for(work), 1, std::max<i64>(units, 1));
@@ -243,6 +259,21 @@ bool forward_simd(const Conv2dParams& p, const float* x, const float* w, const f
                   float* y) {
   const PlaneF32* k = plane_f32();
   if (!k) return false;
+#if defined(PYCONV_X86)
+  if (dw3c8_shape(p)) {
+    const i64 blocks = (p.C + 7) / 8, units = p.N * blocks;
+    for_each_unit(simd_threads(p, units), dw3c8_buffer(p.OH, p.OW, p.H, p.W), units, [&](i64 u, float* buf) {
+      const i64 n = u / blocks, c0 = u % blocks * 8;
+      const int nc = (int)std::min<i64>(8, p.C - c0);
+      alignas(32) float wt[72], bs[8];
+      dw3c8_weights(w, c0, nc, false, wt);
+      for (int ch = 0; ch < 8; ++ch) bs[ch] = b && ch < nc ? b[c0 + ch] : 0.0f;
+      dw3c8_conv_avx2(x + (n * p.C + c0) * p.H * p.W, p.H * p.W, nc, p.H, p.W, p.PT, p.PL, wt, bs,
+                      y + (n * p.OC + c0) * p.OHW(), p.OHW(), p.OH, p.OW, buf);
+    });
+    return true;
+  }
+#endif
   const PhaseLayout L(p);
   if (!L.ok) return false;
   const i64 mult = p.OC / p.C, OHW = p.OHW(), KK = p.KH * p.KW, planes = p.N * p.C;
@@ -275,6 +306,21 @@ bool backward_data_simd(const Conv2dParams& p, const float* dy, const float* w, 
   // scatter adds nothing; such weights take the portable loops.
   for (i64 i = 0; i < p.OC * KK; ++i)
     if (!std::isfinite(w[i])) return false;
+#if defined(PYCONV_X86)
+  if (dw3c8_shape(p)) {  // the forward kernel on dy with flipped taps
+    const i64 blocks = (p.C + 7) / 8, units = p.N * blocks, HW = p.H * p.W;
+    for_each_unit(simd_threads(p, units), dw3c8_buffer(p.H, p.W, p.OH, p.OW), units, [&](i64 u, float* buf) {
+      const i64 n = u / blocks, c0 = u % blocks * 8;
+      const int nc = (int)std::min<i64>(8, p.C - c0);
+      alignas(32) float wt[72];
+      alignas(32) const float zero[8] = {};
+      dw3c8_weights(w, c0, nc, true, wt);
+      dw3c8_conv_avx2(dy + (n * p.OC + c0) * OHW, OHW, nc, p.OH, p.OW, 2 - p.PT, 2 - p.PL, wt, zero,
+                      dx + (n * p.C + c0) * HW, HW, p.H, p.W, buf);
+    });
+    return true;
+  }
+#endif
   for_each_unit(simd_threads(p, planes), L.size + L.L + kPlanePad, planes, [&](i64 i, float* buf) {
     float* out = buf + L.size;
     const i64 n = i / p.C, c = i % p.C;
@@ -303,6 +349,25 @@ bool backward_weight_simd(const Conv2dParams& p, const float* dy, const float* x
   const PhaseLayout L(p);
   if (!L.ok) return false;
   const i64 mult = p.OC / p.C, OHW = p.OHW(), KK = p.KH * p.KW;
+#if defined(PYCONV_X86)
+  if (dw3c8_shape(p)) {  // threads own blocks of 8 channels, each over every image in turn
+    const i64 blocks = (p.C + 7) / 8, HW = p.H * p.W;
+    const int nt = simd_threads(p, blocks);
+    ThreadBuffers tb(nt, dw3c8_buffer(p.OH, p.OW, p.H, p.W));
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (i64 cb = 0; cb < blocks; ++cb) {
+      const i64 c0 = cb * 8;
+      const int nc = (int)std::min<i64>(8, p.C - c0);
+      double g[72] = {};
+      for (i64 n = 0; n < p.N; ++n)
+        dw3c8_wgrad_avx2(x + (n * p.C + c0) * HW, HW, nc, p.H, p.W, p.PT, p.PL, dy + (n * p.OC + c0) * OHW,
+                         OHW, p.OH, p.OW, tb.mine(), g);
+      for (int ch = 0; ch < nc; ++ch)
+        for (int t = 0; t < 9; ++t) dw[(c0 + ch) * 9 + t] = float(g[t * 8 + ch]);
+    }
+    return true;
+  }
+#endif
   const int nt = simd_threads(p, p.OC);
   ThreadBuffers tb(nt, L.size + L.L + kPlanePad);
   std::vector<double> g_all(std::size_t(nt) * KK);  // (allocated outside the region)
