@@ -39,6 +39,7 @@ inline void (*simd_forward(Act act))(const float*, float*, i64) {
     case Act::tanh: return vm->tanh;
     case Act::gelu: return vm->gelu;
     case Act::gelu_tanh: return vm->gelu_tanh;
+    case Act::relu: return vm->relu;
     default: return nullptr;
   }
 }
@@ -49,6 +50,7 @@ inline void (*simd_backward(Act act))(const float*, const float*, float*, i64) {
   switch (act) {
     case Act::gelu: return vm->gelu_backward;
     case Act::gelu_tanh: return vm->gelu_tanh_backward;
+    case Act::relu: return vm->relu_backward;
     default: return nullptr;
   }
 }

@@ -51,6 +51,10 @@ struct VMathF32 {
   void (*gelu_backward)(const float* dy, const float* x, float* dx, i64 n);
   void (*gelu_tanh)(const float* x, float* y, i64 n);
   void (*gelu_tanh_backward)(const float* dy, const float* x, float* dx, i64 n);
+  // relu: y = x < 0 ? 0 : x (NaN and -0 kept); backward dx = x <= 0 ? 0 : dy
+  // (NaN x passes dy), as the portable loops.
+  void (*relu)(const float* x, float* y, i64 n);
+  void (*relu_backward)(const float* dy, const float* x, float* dx, i64 n);
   // max(x[0..n)), NaN if any element is NaN; -inf for n == 0.
   float (*max)(const float* x, i64 n);
   // sum(x).

@@ -339,6 +339,34 @@ void map2(const float* g, const float* x, float* d, i64 n) {
   }
 }
 
+// relu and its backward, 4 vectors a step (memory-bound: the portable loops
+// compiled for SSE2 ran 2-3% behind PyTorch on L3-resident tensors).
+// max_ps returns its second operand when either is NaN or both are zero, so
+// max(0, x) keeps NaN and -0 as x < 0 ? 0 : x does.
+void relu_f32(const float* x, float* y, i64 n) {
+  const V z = _mm256_setzero_ps();
+  i64 i = 0;
+  for (; i + 32 <= n; i += 32)
+    for (int u = 0; u < 4; ++u) _mm256_storeu_ps(y + i + 8 * u, _mm256_max_ps(z, _mm256_loadu_ps(x + i + 8 * u)));
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_max_ps(z, _mm256_loadu_ps(x + i)));
+  for (; i < n; ++i) y[i] = x[i] < 0.0f ? 0.0f : x[i];
+}
+
+void relu_backward_f32(const float* dy, const float* x, float* dx, i64 n) {
+  const V z = _mm256_setzero_ps();
+  i64 i = 0;
+  for (; i + 32 <= n; i += 32)
+    for (int u = 0; u < 4; ++u) {
+      const V le = _mm256_cmp_ps(_mm256_loadu_ps(x + i + 8 * u), z, _CMP_LE_OQ);
+      _mm256_storeu_ps(dx + i + 8 * u, _mm256_andnot_ps(le, _mm256_loadu_ps(dy + i + 8 * u)));
+    }
+  for (; i + 8 <= n; i += 8) {
+    const V le = _mm256_cmp_ps(_mm256_loadu_ps(x + i), z, _CMP_LE_OQ);
+    _mm256_storeu_ps(dx + i, _mm256_andnot_ps(le, _mm256_loadu_ps(dy + i)));
+  }
+  for (; i < n; ++i) dx[i] = x[i] <= 0.0f ? 0.0f : dy[i];
+}
+
 inline float hsum(V v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -944,6 +972,8 @@ const VMathF32 vmath_f32_avx2 = {
     map2<GeluBackwardN>,
     map1<GeluTanhN>,
     map2<GeluTanhBackwardN>,
+    relu_f32,
+    relu_backward_f32,
     max_f32,
     sum_f32,
     exp_shift_sum_f32,
