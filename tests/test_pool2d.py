@@ -882,3 +882,39 @@ def test_max_pool_simd_planes_match_reference_on_every_isa(k, s, p, d, cm, W):
             np.testing.assert_array_equal(y, y_ref.astype(np.float32), err_msg=isa)
     finally:
         pyconv.set_isa(old)
+
+
+@pytest.mark.parametrize("padding", [0, 1])
+@pytest.mark.parametrize("ceil_mode", [False, True])
+@pytest.mark.parametrize("H,W", [(15, 15), (16, 17), (17, 16), (31, 33), (56, 56), (9, 57)])
+def test_max_pool_3x3_stride2_kernel(H, W, padding, ceil_mode):
+    """ResNet's 3x3 stride-2 pool has its own float32 kernel (rows split into
+    even / odd columns, 8 outputs per vector, the last block of a row
+    overlapping): values and indices against the reference, with ties, NaNs
+    (several in a window: the last wins), -inf windows and planes, on every
+    output width it takes (>= 8; 15 x 15 unpadded gives 7, the generic path)
+    and both thread counts."""
+    rng = np.random.default_rng(H * 100 + W)
+    x = np.round(rng.standard_normal((2, 3, H, W)) * 2)  # many ties
+    x[0, 0, 1, 1] = x[0, 0, 1, 2] = np.nan
+    x[0, 1] = -np.inf
+    x[1, 0, :3, :3] = -np.inf
+    x[1, 2, -1, -1] = np.nan
+    x[1, 2, 4:7, 4:7] = np.nan
+    kw = dict(kernel_size=3, stride=2, padding=padding, ceil_mode=ceil_mode)
+    y_ref, i_ref = max_pool2d_ref(x, **kw)
+    old = pyconv.get_num_threads()
+    try:
+        for nt in (1, 2):
+            pyconv.set_num_threads(nt)
+            y, ind = pyconv.max_pool2d(x.astype(np.float32), return_indices=True, **kw)
+            np.testing.assert_array_equal(ind, i_ref)
+            np.testing.assert_array_equal(y, y_ref.astype(np.float32))  # (NaN == NaN here)
+            # no NaN in the plane: the compare-only path
+            x2 = np.where(np.isnan(x), 0.5, x)
+            y2, ind2 = pyconv.max_pool2d(x2.astype(np.float32), return_indices=True, **kw)
+            y2_ref, i2_ref = max_pool2d_ref(x2, **kw)
+            np.testing.assert_array_equal(ind2, i2_ref)
+            np.testing.assert_array_equal(y2, y2_ref.astype(np.float32))
+    finally:
+        pyconv.set_num_threads(old)

@@ -54,7 +54,18 @@ struct PlaneF32 {
   // loops; arg[j] = -1 if none did (every tap was -inf).
   void (*max_flat)(const float* src, const i64* off, int taps, float* out, std::int32_t* arg,
                    i64 L);
+  // 3x3 stride-2 max pooling of one H x W plane, padding ph, pw in {0, 1},
+  // OW >= 8, H * W < 2^31: y (OH x OW) and, if idx is non-null, the flat
+  // index in the plane of each window's winner (the taps in (ky, kx) order,
+  // the max_flat rule; a window with no winner gets its first in-input tap).
+  // scratch: max_pool3s2_scratch(H, OW) floats.
+  void (*max_pool3s2)(const float* x, i64 H, i64 W, i64 ph, i64 pw, i64 OH, i64 OW, float* y,
+                      std::int64_t* idx, float* scratch);
 };
+
+// The row-phase buffer max_pool3s2 needs: every input row split into its
+// even and odd columns, OW + 2 of each with -inf beyond the row.
+inline i64 max_pool3s2_scratch(i64 H, i64 OW) { return H * 2 * (OW + 2) + 64; }
 
 // The table for the active ISA, or nullptr when it is 'ref' (or the CPU has
 // no AVX2+FMA): the ops then run their portable loops.

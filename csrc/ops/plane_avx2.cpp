@@ -14,6 +14,7 @@
 // into double every 8 rows, in a fixed order.
 #include <immintrin.h>
 
+#include <limits>
 #include <type_traits>
 
 #include "ops/plane.h"
@@ -417,7 +418,118 @@ void max_flat_f32(const float* src, const i64* off, int taps, float* out, std::i
 
 }  // namespace
 
+// 3x3 stride-2 max pooling (ResNet's stem pool; see PlaneF32::max_pool3s2).
+// Each input row is split once into its even and odd columns (E[j] =
+// x[2j], O[j] = x[2j + 1], j from -1, -inf outside the row), so the window
+// column 2 ox + kx - pw is E or O at ox plus a shift of 0 or -1 / +1, and
+// each tap of 8 outputs is one load. The winner's code ky * W + kx rides in
+// an integer vector beside the maximum.
+namespace {
+
+// The output rows of max_pool3s2_f32 from the split rows (see there). NaN:
+// whether the plane holds one; without, a tap wins by v > m alone.
+template <bool NaN>
+void max_pool3s2_rows(const float* scratch, i64 P, i64 H, i64 W, i64 ph, i64 pw, i64 OH, i64 OW,
+                      float* y, std::int64_t* idx) {
+  // Blocks of 8 outputs per row (the last overlapping its neighbour), four
+  // at a time with every tap step written for the four in turn: one block's
+  // compare-and-blend chain through nine taps is ~50 cycles, and blocks
+  // taken one after another barely overlapped (2 us a 28x28 plane).
+  const float ninf = -std::numeric_limits<float>::infinity();
+  const i64 nblk = (OW + 7) / 8;
+  const __m256i lane2 = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+  for (i64 oy = 0; oy < OH; ++oy) {
+    const i64 h0 = 2 * oy - ph;
+    const int ky0 = h0 < 0 ? int(-h0) : 0, ky1 = h0 + 3 > H ? int(H - h0) : 3;
+    for (i64 b0 = 0; b0 < nblk; b0 += 4) {
+      constexpr int U = 4;
+      i64 oxs[U];
+      for (int u = 0; u < U; ++u) {  // past the last block: the last again (the same stores)
+        const i64 bi = b0 + u < nblk ? b0 + u : nblk - 1;
+        oxs[u] = bi * 8 > OW - 8 ? OW - 8 : bi * 8;
+      }
+      V m[U];
+      __m256i code[U];
+      for (int u = 0; u < U; ++u) {
+        m[u] = _mm256_set1_ps(ninf);
+        // A window with no winner reports its first in-input tap: row ky0,
+        // and column 1 for the window at column -1 (ox = 0 with pw = 1).
+        code[u] = _mm256_set1_epi32(int(ky0 * W));
+        if (oxs[u] == 0 && pw > 0) code[u] = _mm256_add_epi32(code[u], _mm256_setr_epi32(1, 0, 0, 0, 0, 0, 0, 0));
+      }
+      for (int ky = ky0; ky < ky1; ++ky) {
+        const float* e = scratch + (h0 + ky) * 2 * P + 1;
+        for (int kx = 0; kx < 3; ++kx) {
+          const i64 d = kx - pw;  // column 2 (ox + s) + parity
+          const float* src = ((d & 1) ? e + P : e) + (d >> 1);
+          const __m256 tc = _mm256_castsi256_ps(_mm256_set1_epi32(int(ky * W + kx)));
+          for (int u = 0; u < U; ++u) {
+            const V v = _mm256_loadu_ps(src + oxs[u]);
+            V win = _mm256_cmp_ps(v, m[u], _CMP_GT_OQ);  // v > m (or v NaN): take v
+            if (NaN) win = _mm256_or_ps(win, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+            m[u] = _mm256_blendv_ps(m[u], v, win);
+            code[u] = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(code[u]), tc, win));
+          }
+        }
+      }
+      for (int u = 0; u < U; ++u) {
+        const i64 ox = oxs[u];
+        _mm256_storeu_ps(y + oy * OW + ox, m[u]);
+        if (!idx) continue;
+        // flat index = h0 * W + (2 (ox + lane) - pw) + code, in int32 (H * W < 2^31)
+        const __m256i base = _mm256_add_epi32(_mm256_set1_epi32(int(h0 * W + 2 * ox - pw)), lane2);
+        const __m256i f = _mm256_add_epi32(base, code[u]);
+        std::int64_t* ip = idx + oy * OW + ox;
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(ip), _mm256_cvtepi32_epi64(_mm256_castsi256_si128(f)));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(ip + 4), _mm256_cvtepi32_epi64(_mm256_extracti128_si256(f, 1)));
+      }
+    }
+  }
+}
+
+}  // namespace
+
+// 3x3 stride-2 max pooling (ResNet's stem pool; see PlaneF32::max_pool3s2).
+// Each input row is split once into its even and odd columns (E[j] =
+// x[2j], O[j] = x[2j + 1], j from -1, -inf outside the row), so the window
+// column 2 ox + kx - pw is E or O at ox plus a shift of 0 or -1 / +1, and
+// each tap of 8 outputs is one load. The winner's code ky * W + kx rides in
+// an integer vector beside the maximum.
+void max_pool3s2_f32(const float* x, i64 H, i64 W, i64 ph, i64 pw, i64 OH, i64 OW, float* y,
+                     std::int64_t* idx, float* scratch) {
+  const i64 P = OW + 2;  // per row: E then O, each P floats, index j + 1
+  const float ninf = -std::numeric_limits<float>::infinity();
+  // The whole plane is split first (splitting each row just before its first
+  // use measured 13% slower), noting whether it holds a NaN.
+  V nan = _mm256_setzero_ps();
+  bool any_nan = false;
+  for (i64 r = 0; r < H; ++r) {
+    float* e = scratch + r * 2 * P;
+    float* o = e + P;
+    const float* xr = x + r * W;
+    e[0] = o[0] = ninf;
+    i64 j = 0;
+    for (; j + 8 <= OW + 1 && 2 * j + 16 <= W; j += 8) {
+      const V a = _mm256_loadu_ps(xr + 2 * j), b = _mm256_loadu_ps(xr + 2 * j + 8);
+      nan = _mm256_or_ps(nan, _mm256_cmp_ps(a, b, _CMP_UNORD_Q));
+      const V ev = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+      const V ov = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+      _mm256_storeu_ps(e + 1 + j, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ev), 0xD8)));
+      _mm256_storeu_ps(o + 1 + j, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ov), 0xD8)));
+    }
+    for (; j < P - 1; ++j) {
+      e[1 + j] = 2 * j < W ? xr[2 * j] : ninf;
+      o[1 + j] = 2 * j + 1 < W ? xr[2 * j + 1] : ninf;
+      any_nan |= e[1 + j] != e[1 + j] || o[1 + j] != o[1 + j];
+    }
+  }
+  if (any_nan || _mm256_movemask_ps(nan) != 0)
+    max_pool3s2_rows<true>(scratch, P, H, W, ph, pw, OH, OW, y, idx);
+  else
+    max_pool3s2_rows<false>(scratch, P, H, W, ph, pw, OH, OW, y, idx);
+}
+
 const PlaneF32 plane_f32_avx2 = {"plane_f32__avx2", rows_f32, wgrad_f32, flat_f32, flat_wgrad_f32,
-                                             copy2d_f32, split2_f32, max_flat_f32};
+                                             copy2d_f32, split2_f32, max_flat_f32, max_pool3s2_f32};
 
 }  // namespace pyconv

@@ -169,8 +169,19 @@ void max_pool2d_forward(const Pool2dParams& p, const T* x, T* y, std::int64_t* i
       max_pool_2x2(p, x + pl * HW, y + pl * OHW, idx ? idx + pl * OHW : nullptr);
     return;
   }
-  if constexpr (std::is_same_v<T, float>)
+  if constexpr (std::is_same_v<T, float>) {
+    const PlaneF32* k = plane_f32();
+    if (k && p.KH == 3 && p.KW == 3 && p.SH == 2 && p.SW == 2 && p.DH == 1 && p.DW == 1 &&
+        p.PH <= 1 && p.PW <= 1 && p.OW >= 8 && HW < (i64(1) << 31)) {  // (ResNet's stem pool)
+      ThreadBuffers tb(nt, max_pool3s2_scratch(p.H, p.OW));
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+      for (i64 pl = 0; pl < p.planes(); ++pl)
+        k->max_pool3s2(x + pl * HW, p.H, p.W, p.PH, p.PW, p.OH, p.OW, y + pl * OHW,
+                       idx ? idx + pl * OHW : nullptr, tb.mine());
+      return;
+    }
     if (max_pool_simd(p, x, y, idx)) return;
+  }
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
   for (i64 pl = 0; pl < p.planes(); ++pl) {
     const T* xp = x + pl * HW;
