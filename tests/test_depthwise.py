@@ -191,7 +191,8 @@ def test_thread_count_independent_bits():
 
 C8_CASES = [(H, W, pad) for (H, W), pad in itertools.product(
     [(1, 1), (2, 3), (3, 7), (7, 7), (5, 8), (9, 9), (14, 14), (6, 15), (4, 17), (3, 31)],
-    [(0, 0), (1, 1), (2, 2), (0, 1), (2, 0)]) if H + 2 * pad[0] >= 3 and W + 2 * pad[1] >= 3]
+    [(0, 0), (1, 1), (2, 2), (0, 1), (2, 0), (3, 3), (0, 4)])
+    if H + 2 * pad[0] >= 3 and W + 2 * pad[1] >= 3]
 
 
 @pytest.mark.parametrize("C", [1, 3, 8, 9, 17, 24])

@@ -13,9 +13,9 @@
 
 // B row p is read from b + boff[p] when ROWS (the row-offset
 // variant: rows of an unpacked, padded image), else from the packed panel
-// b + p*NR. A is the packed micro-panel [kc][MR], or with lda > 0 MR rows
-// read in place: A[i][p] = a[i * lda + p] (AROWS, e.g. a weight matrix
-// whose rows run along k; nothing packed).
+// b + p*NR. A is the packed micro-panel [kc][MR], or, with AROWS, MR rows
+// read in place: A[i][p] = a[i * lda + p] (e.g. a weight matrix whose rows
+// run along k; nothing packed).
 template <class V, int MR, int NV, bool ROWS, typename T, bool AROWS = false>
 static inline void ukernel_body(i64 kc, const T* __restrict a, const T* __restrict b,
                                 const i64* __restrict boff, T* __restrict c, i64 ldc, T beta,

@@ -159,8 +159,8 @@ inline float tanh_fn<float>(float x) {
   return xc * (P / Q);
 }
 
-// exp(-x^2 / 2) for float x, to about 2 ulp over its whole range (the
-// normal density's shape, and the tail of Phi). x^2 is exact in double; its
+// exp(-x^2 / 2) for float x, to a few ulp over its whole range (the normal
+// density's shape, and the tail of Phi). x^2 is exact in double; its
 // float head a and the rest lo both go into the reduction (r = a - n ln2 +
 // lo), so the tail keeps its precision where a float x * x alone would be off
 // by up to ~1e-6 relative (x near 13). 0 for NaN and for |x| > 13.2 (where
@@ -442,7 +442,8 @@ void softmax_backward(bool log, const T* dy, const T* y, T* dx, i64 outer, i64 d
     if (vm && inner == 1) {
       const int nt = threads_for(double(lines) * dim * 2, 2.0e5);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-      for (i64 l = 0; l < lines; ++l) vm->softmax_backward_row(dy + l * dim, y + l * dim, dx + l * dim, dim, log);
+      for (i64 l = 0; l < lines; ++l)
+        vm->softmax_backward_row(dy + l * dim, y + l * dim, dx + l * dim, dim, log);
       return;
     }
   }

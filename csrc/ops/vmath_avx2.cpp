@@ -26,10 +26,11 @@ inline V set1(float x) { return _mm256_set1_ps(x); }
 // than Horner's, which bounded these kernels' speed).
 //
 // The *_n<U> forms run U independent vectors with every step written for
-// all of them in turn: a GELU is a ~100-cycle dependency chain and the core
-// reorders only a few dozen floating-point operations, so vectors computed
-// one after another barely overlap (GELU 1.5x faster with U = 6). Each
-// vector gets exactly the operations of U = 1.
+// all of them in turn: a transcendental kernel is a dependency chain of tens
+// of cycles (an exp-based GELU ~100) and the core reorders only a few dozen
+// floating-point operations, so vectors computed one after another barely
+// overlap (the erfc-based GELU ran 1.5x faster with U = 6; 3, 4, 8 and 10
+// measured slower). Each vector gets exactly the operations of U = 1.
 template <int U>
 inline void exp_poly_n(const V* r, V* er) {
   V r2[U], r4[U];
@@ -382,8 +383,8 @@ inline float hmax(V v) {
 }
 
 float max_f32(const float* x, i64 n) {
-  // Four chains (and NaN flags): one chain's compare-and-max latency
-  // bounded a line held in cache.
+  // Four independent max chains, so consecutive maxima do not wait on each
+  // other (a NaN in a or b sets the flag).
   const V ninf = set1(-std::numeric_limits<float>::infinity());
   V m0 = ninf, m1 = ninf, m2 = ninf, m3 = ninf;
   V nan = _mm256_setzero_ps();
@@ -474,7 +475,7 @@ float exp_shift_sum_any(const float* x, float m, float* y, i64 n) {
 // (or NaN) and the short exp_nonpos_n serves. The largest x - m is tracked
 // (one max per vector; NaN does not enter it): a caller whose m is below
 // some x (log-softmax's backward gets its y from the user) is redone with
-// the general exp, in the same order. The sum is the same either way.
+// the general exp (the same summation order).
 float exp_shift_sum_f32(const float* x, float m, float* y, i64 n) {
   const V mv = set1(m);
   V acc = _mm256_setzero_ps(), top = set1(-std::numeric_limits<float>::infinity());
@@ -670,28 +671,6 @@ inline void softmax_cols32(const float* x, float* y, i64 dim, i64 ld, bool log) 
   }
 }
 
-inline void softmax_backward_cols32(const float* g, const float* y, float* dx, i64 dim, i64 ld, bool log) {
-  constexpr int W = 4;
-  V s[W];
-  for (int w = 0; w < W; ++w) s[w] = _mm256_setzero_ps();
-  for (i64 d = 0; d < dim; ++d)
-    for (int w = 0; w < W; ++w) {
-      const V gv = _mm256_loadu_ps(g + d * ld + 8 * w);
-      s[w] = log ? _mm256_add_ps(s[w], gv) : _mm256_fmadd_ps(gv, _mm256_loadu_ps(y + d * ld + 8 * w), s[w]);
-    }
-  for (i64 d = 0; d < dim; ++d) {
-    V yv[W];
-    for (int w = 0; w < W; ++w) yv[w] = _mm256_loadu_ps(y + d * ld + 8 * w);
-    if (log) exp_n<W>(yv);  // (y is the caller's: any value)
-    for (int w = 0; w < W; ++w) {
-      const V gv = _mm256_loadu_ps(g + d * ld + 8 * w);
-      const V r = log ? _mm256_fnmadd_ps(yv[w], s[w], gv)
-                      : _mm256_mul_ps(yv[w], _mm256_sub_ps(gv, s[w]));
-      _mm256_storeu_ps(dx + d * ld + 8 * w, r);
-    }
-  }
-}
-
 // Full blocks of 32 columns (block32), then of 8 (block8), in place; the
 // last n % 8 through an 8-wide copy (padding lanes are zeros, computed and
 // dropped). Each block gets the nio input pointers and the output pointer
@@ -737,7 +716,9 @@ void softmax_backward_cols_f32(const float* g, const float* y, float* dx, i64 di
   const float* in[2] = {g, y};
   by_column_blocks(
       dim, ld, n, 2, in, dx,
-      [&](const float* const* i, float* o, i64 s) { softmax_backward_cols32(i[0], i[1], o, dim, s, log); },
+      [&](const float* const* i, float* o, i64 s) {  // (a 32-wide backward measured no gain)
+        for (int k = 0; k < 32; k += 8) softmax_backward_cols8(i[0] + k, i[1] + k, o + k, dim, s, log);
+      },
       [&](const float* const* i, float* o, i64 s) { softmax_backward_cols8(i[0], i[1], o, dim, s, log); });
 }
 
