@@ -203,41 +203,52 @@ inline i64 block_nc(const GemmKernel<T>& K, i64 m) {
   return std::min<i64>(K.nc, std::max<i64>(K.nr, cols / K.nr * K.nr));
 }
 
+// The outer loops of the packed-B nests over columns [n0, n1): blocks of NC
+// columns, then slabs of KC along k, each slab's B block packed into bufB
+// before body(jc, nc, pc, kc, beta_eff) runs it (beta on the first slab, 1
+// after).
+template <typename T, typename Body>
+inline void for_each_b_block(const GemmKernel<T>& K, i64 n0, i64 n1, i64 k, i64 NC,
+                             const BPacker<T>& B, T beta, T* bufB, Body body) {
+  const i64 KC = balanced_kc(K.kc, k);
+  for (i64 jc = n0; jc < n1; jc += NC) {
+    const i64 nc = std::min<i64>(NC, n1 - jc);
+    for (i64 pc = 0; pc < k; pc += KC) {
+      const i64 kc = std::min<i64>(KC, k - pc);
+      B.fn(B.ctx, pc, kc, jc, nc, K.nr, bufB);
+      body(jc, nc, pc, kc, pc == 0 ? beta : T(1));
+    }
+  }
+}
+
 // The serial loop nest over the block C[m0:m1, n0:n1] with packed B.
 template <typename T>
 void gemm_serial(const GemmKernel<T>& K, i64 m0, i64 m1, i64 n0, i64 n1, i64 k, i64 NC,
                  const T* A, i64 rsa, i64 csa, const BPacker<T>& B,
                  T beta, T* C, i64 ldc, T* bufA, T* bufB) {
   const int MR = K.mr, NR = K.nr;
-  const i64 KC = balanced_kc(K.kc, k);
-  for (i64 jc = n0; jc < n1; jc += NC) {
-    const i64 nc = std::min<i64>(NC, n1 - jc);
-    for (i64 pc = 0; pc < k; pc += KC) {
-      const i64 kc = std::min<i64>(KC, k - pc);
-      const T beta_eff = pc == 0 ? beta : T(1);
-      B.fn(B.ctx, pc, kc, jc, nc, NR, bufB);
-      for (i64 ic = m0; ic < m1; ic += K.mc) {
-        const i64 mc = std::min<i64>(K.mc, m1 - ic);
-        pack_a(MR, mc, kc, A + ic * rsa + pc * csa, rsa, csa, bufA, K.pack_a6);
-        for (i64 jr = 0; jr < nc; jr += NR) {
-          const i64 nr = std::min<i64>(NR, nc - jr);
-          const T* bp = bufB + jr * kc;
-          for (i64 ir = 0; ir < mc; ir += MR) {
-            const T* ap = bufA + ir * kc;
-            const i64 mr = std::min<i64>(MR, mc - ir);
-            T* c = C + (ic + ir) * ldc + jc + jr;
-            if (mr == MR && nr == NR) {
-              K.fn(kc, ap, bp, c, ldc, beta_eff);
-            } else {
-              alignas(64) T tmp[16 * 64];  // mr*nr <= 16*64 for every kernel
-              K.fn(kc, ap, bp, tmp, NR, T(0));
-              merge_edge(tmp, NR, mr, nr, c, ldc, beta_eff);
-            }
+  for_each_b_block(K, n0, n1, k, NC, B, beta, bufB, [&](i64 jc, i64 nc, i64 pc, i64 kc, T beta_eff) {
+    for (i64 ic = m0; ic < m1; ic += K.mc) {
+      const i64 mc = std::min<i64>(K.mc, m1 - ic);
+      pack_a(MR, mc, kc, A + ic * rsa + pc * csa, rsa, csa, bufA, K.pack_a6);
+      for (i64 jr = 0; jr < nc; jr += NR) {
+        const i64 nr = std::min<i64>(NR, nc - jr);
+        const T* bp = bufB + jr * kc;
+        for (i64 ir = 0; ir < mc; ir += MR) {
+          const T* ap = bufA + ir * kc;
+          const i64 mr = std::min<i64>(MR, mc - ir);
+          T* c = C + (ic + ir) * ldc + jc + jr;
+          if (mr == MR && nr == NR) {
+            K.fn(kc, ap, bp, c, ldc, beta_eff);
+          } else {
+            alignas(64) T tmp[16 * 64];  // mr*nr <= 16*64 for every kernel
+            K.fn(kc, ap, bp, tmp, NR, T(0));
+            merge_edge(tmp, NR, mr, nr, c, ldc, beta_eff);
           }
         }
       }
     }
-  }
+  });
 }
 
 // The first NR/2 columns of a packed [kc][NR] panel as a [kc][NR/2] panel.
@@ -260,48 +271,41 @@ void gemm_arows_serial(const GemmKernel<T>& K, i64 m0, i64 m1, i64 n0, i64 n1, i
                        const T* A, i64 rsa, const BPacker<T>& B, T beta, T* C, i64 ldc, T* bufA,
                        T* bufB, T* bufH) {
   const int MR = K.mr, NR = K.nr, H = NR / 2;
-  const i64 KC = balanced_kc(K.kc, k);
-  for (i64 jc = n0; jc < n1; jc += NC) {
-    const i64 nc = std::min<i64>(NC, n1 - jc);
-    for (i64 pc = 0; pc < k; pc += KC) {
-      const i64 kc = std::min<i64>(KC, k - pc);
-      const T beta_eff = pc == 0 ? beta : T(1);
-      B.fn(B.ctx, pc, kc, jc, nc, NR, bufB);
-      const i64 last = (nc - 1) / NR * NR, rest = nc - last;  // the last panel
-      const bool dots = K.dot_rows && rest <= 2, half = !dots && K.fn_arows_half && rest <= H;
-      const T* bcols[2] = {bufH, bufH + kc};
-      if (dots)
-        for (i64 t = 0; t < rest; ++t)
-          for (i64 p = 0; p < kc; ++p) bufH[t * kc + p] = bufB[last * kc + p * NR + t];
-      if (half) narrow_panel(bufB + last * kc, kc, NR, bufH);
-      for (i64 ir = m0; ir < m1; ir += MR) {
-        const i64 mr = std::min<i64>(MR, m1 - ir);
-        const T* ap = A + ir * rsa + pc;
-        if (mr < MR) pack_a(MR, mr, kc, ap, rsa, i64(1), bufA, K.pack_a6);
-        for (i64 jr = 0; jr < nc; jr += NR) {
-          const i64 nr = std::min<i64>(NR, nc - jr);
-          T* c = C + ir * ldc + jc + jr;
-          alignas(64) T tmp[16 * 64];  // mr*nr <= 16*64 for every kernel
-          if (dots && jr == last) {
-            const T* arows[16];  // MR <= 16
-            for (i64 i = 0; i < mr; ++i) arows[i] = ap + i * rsa;
-            K.dot_rows(mr, nr, kc, arows, bcols, beta_eff, c, ldc);
-          } else if (mr < MR) {
-            K.fn(kc, bufA, bufB + jr * kc, tmp, NR, T(0));
-            merge_edge(tmp, NR, mr, nr, c, ldc, beta_eff);
-          } else if (nr == NR) {
-            K.fn_arows(kc, ap, rsa, bufB + jr * kc, c, ldc, beta_eff);
-          } else if (half && jr == last) {
-            K.fn_arows_half(kc, ap, rsa, bufH, tmp, H, T(0));
-            merge_edge(tmp, H, mr, nr, c, ldc, beta_eff);
-          } else {
-            K.fn_arows(kc, ap, rsa, bufB + jr * kc, tmp, NR, T(0));
-            merge_edge(tmp, NR, mr, nr, c, ldc, beta_eff);
-          }
+  for_each_b_block(K, n0, n1, k, NC, B, beta, bufB, [&](i64 jc, i64 nc, i64 pc, i64 kc, T beta_eff) {
+    const i64 last = (nc - 1) / NR * NR, rest = nc - last;  // the last panel
+    const bool dots = K.dot_rows && rest <= 2, half = !dots && K.fn_arows_half && rest <= H;
+    const T* bcols[2] = {bufH, bufH + kc};
+    if (dots)
+      for (i64 t = 0; t < rest; ++t)
+        for (i64 p = 0; p < kc; ++p) bufH[t * kc + p] = bufB[last * kc + p * NR + t];
+    if (half) narrow_panel(bufB + last * kc, kc, NR, bufH);
+    for (i64 ir = m0; ir < m1; ir += MR) {
+      const i64 mr = std::min<i64>(MR, m1 - ir);
+      const T* ap = A + ir * rsa + pc;
+      if (mr < MR) pack_a(MR, mr, kc, ap, rsa, i64(1), bufA, K.pack_a6);
+      for (i64 jr = 0; jr < nc; jr += NR) {
+        const i64 nr = std::min<i64>(NR, nc - jr);
+        T* c = C + ir * ldc + jc + jr;
+        alignas(64) T tmp[16 * 64];  // mr*nr <= 16*64 for every kernel
+        if (dots && jr == last) {
+          const T* arows[16];  // MR <= 16
+          for (i64 i = 0; i < mr; ++i) arows[i] = ap + i * rsa;
+          K.dot_rows(mr, nr, kc, arows, bcols, beta_eff, c, ldc);
+        } else if (mr < MR) {
+          K.fn(kc, bufA, bufB + jr * kc, tmp, NR, T(0));
+          merge_edge(tmp, NR, mr, nr, c, ldc, beta_eff);
+        } else if (nr == NR) {
+          K.fn_arows(kc, ap, rsa, bufB + jr * kc, c, ldc, beta_eff);
+        } else if (half && jr == last) {
+          K.fn_arows_half(kc, ap, rsa, bufH, tmp, H, T(0));
+          merge_edge(tmp, H, mr, nr, c, ldc, beta_eff);
+        } else {
+          K.fn_arows(kc, ap, rsa, bufB + jr * kc, tmp, NR, T(0));
+          merge_edge(tmp, NR, mr, nr, c, ldc, beta_eff);
         }
       }
     }
-  }
+  });
 }
 
 // merge_edge for wide columns (WideColumns): tile columns jr.. of rows

@@ -101,6 +101,17 @@ void map2(const T* a, const T* b, T* y, i64 n, double cost, F f) {
   });
 }
 
+// e^r for |r| <= ln2/2 (plus a hair): Cephes' expf polynomial, degree 6.
+inline float exp_poly_f32(float r) {
+  float p = 1.9875691500E-4f;
+  p = p * r + 1.3981999507E-3f;
+  p = p * r + 8.3334519073E-3f;
+  p = p * r + 4.1665795894E-2f;
+  p = p * r + 1.6666665459E-1f;
+  p = p * r + 5.0000001201E-1f;
+  return p * r * r + r + 1.0f;
+}
+
 // exp for float without libm calls, branch-free so loops over it vectorise
 // (Cephes' expf scheme: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial for
 // e^r, 2^n through the exponent bits). Max error about 2 ulp on the normal
@@ -114,13 +125,7 @@ inline float exp_f32(float x) {
   const float nf = static_cast<float>(n);
   float r = xc - nf * 0.693359375f;    // ln2 split in two for an exact product
   r = r - nf * -2.12194440e-4f;
-  float p = 1.9875691500E-4f;
-  p = p * r + 1.3981999507E-3f;
-  p = p * r + 8.3334519073E-3f;
-  p = p * r + 4.1665795894E-2f;
-  p = p * r + 1.6666665459E-1f;
-  p = p * r + 5.0000001201E-1f;
-  const float er = p * r * r + r + 1.0f;
+  const float er = exp_poly_f32(r);
   // 2^n in two halves: each stays a normal float for every n in [-126, 128]
   // (2^128 alone would be inf while e^x < FLT_MAX up to x = 88.72).
   const int n1 = n / 2, n2 = n - n1;
@@ -175,13 +180,7 @@ inline float exp_neg_half_sq(float x) {
   float r = a - nf * 0.693359375f;
   r = r - nf * -2.12194440e-4f;
   r = r + lo;
-  float p = 1.9875691500E-4f;
-  p = p * r + 1.3981999507E-3f;
-  p = p * r + 8.3334519073E-3f;
-  p = p * r + 4.1665795894E-2f;
-  p = p * r + 1.6666665459E-1f;
-  p = p * r + 5.0000001201E-1f;
-  const float er = p * r * r + r + 1.0f;
+  const float er = exp_poly_f32(r);
   const float y = er * __builtin_bit_cast(float, static_cast<std::int32_t>((n + 127) << 23));
   return in_range ? y : 0.f;
 }
