@@ -290,6 +290,10 @@ py::dict kernel_info(Isa isa) {
   d["name"] = K.name;
   d["isa"] = isa_name(K.isa);
   d["mr"] = K.mr; d["nr"] = K.nr; d["mc"] = K.mc; d["kc"] = K.kc; d["nc"] = K.nc;
+  py::list short_rows;  // the row counts of the short kernels for a last row tile
+  for (const auto& s : K.short_rows)
+    if (s.rows > 0) short_rows.append(s.rows);
+  d["short_rows"] = short_rows;
   return d;
 }
 

@@ -672,6 +672,9 @@ PHASE_CASES = [
     ConvCase("wide-direct-k3", 2, 4, 5, 203, 7, 3, 3, padding=1),
     ConvCase("wide-direct-k7s2", 1, 3, 9, 230, 5, 7, 7, stride=2, padding=3),
     ConvCase("wide-direct-g2", 1, 8, 4, 150, 6, 3, 3, padding=(0, 1), groups=2, bias=False),
+    # ... with a last row tile of 2 / 4 output channels (short kernels, direct)
+    ConvCase("wide-direct-oc8", 1, 5, 6, 190, 8, 3, 3, padding=1),
+    ConvCase("wide-direct-k5s2-oc4", 2, 4, 8, 200, 4, 5, 5, stride=2, padding=2),
     # reductions under 32 (1-3 channels): B packed from the padded planes,
     # panels inside one output row (32 columns) and across rows (26, 13)
     ConvCase("padded-rows-c3", 2, 3, 32, 32, 5, 3, 3, padding=1),

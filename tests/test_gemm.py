@@ -157,6 +157,47 @@ def test_narrow_c_swapped_product(isa, dt):
 
 
 @pytest.mark.parametrize("dt", DTYPES)
+def test_short_row_tiles(isa, dt):
+    """A last row tile of m % MR rows runs a short kernel where the table has
+    one (AVX2: 2 and 4 rows), straight into C when its rows match and through
+    a local tile otherwise. Every m up to three tiles, full and partial
+    column panels, k across the KC blocks, both A layouts (packed, and read in
+    place for narrow products), beta 0 / 1 / -0.5 into a strided C whose
+    border must stay untouched; every element sums its products in the same
+    order, so row i of C does not depend on m."""
+    info = _C.gemm_kernel_info(np.dtype(dt).name, isa)
+    mr, nr, kc = info["mr"], info["nr"], info["kc"]
+    if isa == "avx2":
+        assert info["short_rows"] == [2, 4]
+    assert all(0 < r < mr for r in info["short_rows"])
+    rng = np.random.default_rng(13)
+    for n, k in [(nr, 7), (2 * nr, kc + 5), (3 * nr + 3, 40), (5 * nr, 2 * kc + 1)]:
+        a_full = rng.standard_normal((3 * mr, k)).astype(dt)
+        b = rng.standard_normal((k, n)).astype(dt)
+        for layout in ("C", "F"):
+            for m in range(1, 3 * mr + 1):
+                a = np.array(a_full[:m], order=layout)
+                big = np.full((m + 2, n + 5), np.nan, dtype=dt)
+                out = big[1:m + 1, 3:n + 3]
+                _C.gemm(a, b, out, 0.0, isa)
+                _check(out, a, b)
+                assert np.isnan(big[[0, -1]]).all() and np.isnan(big[:, :3]).all() and np.isnan(big[:, n + 3:]).all()
+                for beta in (1.0, -0.5):
+                    c0 = rng.standard_normal((m, n)).astype(dt)
+                    out[...] = c0
+                    _C.gemm(a, b, out, beta, isa)
+                    _check(out, a, b, beta, c0)
+                    assert np.isnan(big[[0, -1]]).all() and np.isnan(big[:, n + 3:]).all()
+            for m in range(1, 3 * mr + 1):  # row i is the same whatever m (same layout)
+                a = np.array(a_full[:m], order=layout)
+                c = np.empty((m, n), dtype=dt)
+                _C.gemm(a, b, c, 0.0, isa)
+                full = np.empty((3 * mr, n), dtype=dt)
+                _C.gemm(np.array(a_full, order=layout), b, full, 0.0, isa)
+                assert np.array_equal(c, full[:m]), (layout, m, n, k)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
 def test_thread_count_independent(dt):
     rng = np.random.default_rng(6)
     old = pyconv.get_num_threads()

@@ -70,6 +70,7 @@ SHAPES = [
     (1, 19, 16, 64, 40, 1),    # several tile blocks (per-thread blocks at 2 threads)
     (2, 16, 70, 5, 90, 1),     # wide, short rows
     (2, 16, 16, 96, 96, 1),    # 9 tile blocks: per-thread blocks at 2 threads
+    (1, 21, 27, 14, 13, 1),    # last panels of 3 rows: short kernels (forward and dual)
 ]
 
 

@@ -176,8 +176,9 @@ inline i64 balanced_kc(i64 kc_max, i64 k) {
   return (k + blocks - 1) / blocks;
 }
 
-// Edge micro-tiles (mr < MR or nr < NR) are computed into a local tile with
-// beta = 0 and merged, so the kernels only ever see full tiles. Full tiles
+// Edge micro-tiles (nr < NR, or mr < MR without a short kernel) are
+// computed into a local tile with beta = 0 and merged, so the kernels only
+// ever see full tiles (a short kernel's rows being its full tile). Full tiles
 // call the kernel directly (no callable object is built per tile: copying
 // one through the stack cost a store-forwarding stall per tile, which
 // dominated GEMMs with small k).
@@ -188,6 +189,23 @@ void merge_edge(const T* tmp, int NR, i64 mr, i64 nr, T* c, i64 ldc, T beta) {
       T* cij = c + i * ldc + j;
       *cij = beta == T(0) ? tmp[i * NR + j] : tmp[i * NR + j] + beta * *cij;
     }
+}
+
+// The kernels for a row tile of mr rows and the rows they compute: a
+// short pair for a last tile of few rows where the table has one (only
+// those rows of C are touched), else the full pair. A tile whose mr is
+// less than that (a 1-row tile on a 2-row kernel) goes through a local
+// copy and merge_edge, like a partial column panel.
+template <typename T>
+struct TileKernel {
+  ukernel_fn<T> fn;
+  ukernel_rows_fn<T> fn_rows;
+  i64 rows;
+};
+template <typename T>
+inline TileKernel<T> tile_kernel(const GemmKernel<T>& K, i64 mr) {
+  if (const auto* s = short_rows_for(K, mr)) return {s->fn, s->fn_rows, s->rows};
+  return {K.fn, K.fn_rows, K.mr};
 }
 
 // Columns of B packed at a time. The kernel's NC sizes the packed B block
@@ -238,11 +256,12 @@ void gemm_serial(const GemmKernel<T>& K, i64 m0, i64 m1, i64 n0, i64 n1, i64 k, 
           const T* ap = bufA + ir * kc;
           const i64 mr = std::min<i64>(MR, mc - ir);
           T* c = C + (ic + ir) * ldc + jc + jr;
-          if (mr == MR && nr == NR) {
-            K.fn(kc, ap, bp, c, ldc, beta_eff);
+          const TileKernel<T> tk = tile_kernel(K, mr);
+          if (nr == NR && mr == tk.rows) {
+            tk.fn(kc, ap, bp, c, ldc, beta_eff);
           } else {
             alignas(64) T tmp[16 * 64];  // mr*nr <= 16*64 for every kernel
-            K.fn(kc, ap, bp, tmp, NR, T(0));
+            tk.fn(kc, ap, bp, tmp, NR, T(0));
             merge_edge(tmp, NR, mr, nr, c, ldc, beta_eff);
           }
         }
@@ -291,8 +310,10 @@ void gemm_arows_serial(const GemmKernel<T>& K, i64 m0, i64 m1, i64 n0, i64 n1, i
           const T* arows[16];  // MR <= 16
           for (i64 i = 0; i < mr; ++i) arows[i] = ap + i * rsa;
           K.dot_rows(mr, nr, kc, arows, bcols, beta_eff, c, ldc);
+        } else if (mr < MR && nr == NR && tile_kernel(K, mr).rows == mr) {
+          tile_kernel(K, mr).fn(kc, bufA, bufB + jr * kc, c, ldc, beta_eff);
         } else if (mr < MR) {
-          K.fn(kc, bufA, bufB + jr * kc, tmp, NR, T(0));
+          tile_kernel(K, mr).fn(kc, bufA, bufB + jr * kc, tmp, NR, T(0));
           merge_edge(tmp, NR, mr, nr, c, ldc, beta_eff);
         } else if (nr == NR) {
           K.fn_arows(kc, ap, rsa, bufB + jr * kc, c, ldc, beta_eff);
@@ -352,11 +373,12 @@ void gemm_rows_serial(const GemmKernel<T>& K, i64 m0, i64 m1, i64 n0, i64 n1, i6
           // With wide columns, a full tile inside one output row goes
           // straight to its dense place; others take the edge path.
           const i64 oy = wide ? jr / wide->Wp : 0, ox = wide ? jr - oy * wide->Wp : 0;
-          if (mr == MR && nr == NR && (!wide || ox + NR <= wide->OW)) {
-            K.fn_rows(kc, ap, bp, boff + pc, wide ? c + oy * wide->OW + ox : c + jr, ldc, beta_eff);
+          const TileKernel<T> tk = tile_kernel(K, mr);
+          if (nr == NR && mr == tk.rows && (!wide || ox + NR <= wide->OW)) {
+            tk.fn_rows(kc, ap, bp, boff + pc, wide ? c + oy * wide->OW + ox : c + jr, ldc, beta_eff);
           } else {
             alignas(64) T tmp[16 * 64];
-            K.fn_rows(kc, ap, bp, boff + pc, tmp, NR, T(0));
+            tk.fn_rows(kc, ap, bp, boff + pc, tmp, NR, T(0));
             if (wide)
               merge_wide(tmp, NR, mr, nr, c, ldc, jr, *wide, beta_eff);
             else

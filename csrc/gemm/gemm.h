@@ -65,7 +65,29 @@ struct GemmKernel {
   // a product with few columns reads its A rows unpacked (gemm.cpp).
   ukernel_arows_fn<T> fn_arows = nullptr;
   ukernel_arows_fn<T> fn_arows_half = nullptr;
+  // Optional: short kernels for a last row tile of at most `rows` < mr
+  // rows (m % mr of them): the same contract, but only the first `rows`
+  // rows of the [kc][mr] A panel are multiplied and only those rows of C
+  // are read or written. The shorter entry first; rows == 0 ends the list.
+  // (A 128-row product is 21 full 6-row tiles and one of 2 rows, which the
+  // full kernel computes at the cost of 6.)
+  struct ShortRows {
+    int rows;
+    ukernel_fn<T> fn;
+    ukernel_rows_fn<T> fn_rows;
+  };
+  ShortRows short_rows[2] = {};
 };
+
+// The short-row kernels for a tile of mr rows (gemm.h, GemmKernel), or
+// nullptr when there are none (or mr is a full tile).
+template <typename T>
+inline const typename GemmKernel<T>::ShortRows* short_rows_for(const GemmKernel<T>& K, i64 mr) {
+  if (mr >= K.mr) return nullptr;
+  for (const auto& s : K.short_rows)
+    if (s.rows > 0 && mr <= s.rows) return &s;
+  return nullptr;
+}
 
 // AVX2 stream packer (ukernel_avx2.cpp); also used by the AVX-512 table.
 void spack_streams__avx2(const float* const* src, i64 kc, int nr, float* dst);

@@ -53,6 +53,38 @@ void sgemm_ukernel_arows_6x8__avx2(i64 kc, const float* a, i64 lda, const float*
                                    float beta) {
   ukernel_body<VF, 6, 1, false, float, true>(kc, a, b, nullptr, c, ldc, beta, lda);
 }
+// Short row tiles from the same [kc][6] panels (a last tile of m % 6 rows):
+// 4 rows and 2 rows. The 2-row kernel's four FMA chains cannot hide the FMA
+// latency; two sets of accumulators over alternate k steps measured no
+// faster (interleaved A/B) and would change the summation order.
+void sgemm_ukernel_4x16__avx2(i64 kc, const float* a, const float* b, float* c, i64 ldc, float beta) {
+  ukernel_body<VF, 4, 2, false, float, false, 6>(kc, a, b, nullptr, c, ldc, beta);
+}
+void sgemm_ukernel_rows_4x16__avx2(i64 kc, const float* a, const float* b, const i64* boff, float* c,
+                                   i64 ldc, float beta) {
+  ukernel_body<VF, 4, 2, true, float, false, 6>(kc, a, b, boff, c, ldc, beta);
+}
+void sgemm_ukernel_2x16__avx2(i64 kc, const float* a, const float* b, float* c, i64 ldc, float beta) {
+  ukernel_body<VF, 2, 2, false, float, false, 6>(kc, a, b, nullptr, c, ldc, beta);
+}
+void sgemm_ukernel_rows_2x16__avx2(i64 kc, const float* a, const float* b, const i64* boff, float* c,
+                                   i64 ldc, float beta) {
+  ukernel_body<VF, 2, 2, true, float, false, 6>(kc, a, b, boff, c, ldc, beta);
+}
+void dgemm_ukernel_4x8__avx2(i64 kc, const double* a, const double* b, double* c, i64 ldc, double beta) {
+  ukernel_body<VD, 4, 2, false, double, false, 6>(kc, a, b, nullptr, c, ldc, beta);
+}
+void dgemm_ukernel_rows_4x8__avx2(i64 kc, const double* a, const double* b, const i64* boff, double* c,
+                                  i64 ldc, double beta) {
+  ukernel_body<VD, 4, 2, true, double, false, 6>(kc, a, b, boff, c, ldc, beta);
+}
+void dgemm_ukernel_2x8__avx2(i64 kc, const double* a, const double* b, double* c, i64 ldc, double beta) {
+  ukernel_body<VD, 2, 2, false, double, false, 6>(kc, a, b, nullptr, c, ldc, beta);
+}
+void dgemm_ukernel_rows_2x8__avx2(i64 kc, const double* a, const double* b, const i64* boff, double* c,
+                                  i64 ldc, double beta) {
+  ukernel_body<VD, 2, 2, true, double, false, 6>(kc, a, b, boff, c, ldc, beta);
+}
 void dgemm_ukernel_6x8__avx2(i64 kc, const double* a, const double* b, double* c, i64 ldc, double beta) {
   ukernel_body<VD, 6, 2, false>(kc, a, b, nullptr, c, ldc, beta);
 }
@@ -173,8 +205,13 @@ void sdot_rows__avx2(i64 m, i64 n, i64 k, const float* const* a, const float* co
 const GemmKernel<float> sgemm_avx2 = {"sgemm_ukernel_6x16__avx2", Isa::avx2, 6, 16, 144, 256, 4096,
                                       sgemm_ukernel_6x16__avx2, sgemm_ukernel_rows_6x16__avx2,
                                       spack_streams__avx2, spack_a6__avx2, sdot_rows__avx2,
-                                      sgemm_ukernel_arows_6x16__avx2, sgemm_ukernel_arows_6x8__avx2};
+                                      sgemm_ukernel_arows_6x16__avx2, sgemm_ukernel_arows_6x8__avx2,
+                                      {{2, sgemm_ukernel_2x16__avx2, sgemm_ukernel_rows_2x16__avx2},
+                                       {4, sgemm_ukernel_4x16__avx2, sgemm_ukernel_rows_4x16__avx2}}};
 const GemmKernel<double> dgemm_avx2 = {"dgemm_ukernel_6x8__avx2", Isa::avx2, 6, 8, 96, 256, 2048,
-                                       dgemm_ukernel_6x8__avx2, dgemm_ukernel_rows_6x8__avx2};
+                                       dgemm_ukernel_6x8__avx2, dgemm_ukernel_rows_6x8__avx2,
+                                       nullptr, nullptr, nullptr, nullptr, nullptr,
+                                       {{2, dgemm_ukernel_2x8__avx2, dgemm_ukernel_rows_2x8__avx2},
+                                        {4, dgemm_ukernel_4x8__avx2, dgemm_ukernel_rows_4x8__avx2}}};
 
 }  // namespace pyconv

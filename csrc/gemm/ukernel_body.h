@@ -13,10 +13,12 @@
 
 // B row p is read from b + boff[p] when ROWS (the row-offset
 // variant: rows of an unpacked, padded image), else from the packed panel
-// b + p*NR. A is the packed micro-panel [kc][MR], or, with AROWS, MR rows
-// read in place: A[i][p] = a[i * lda + p] (e.g. a weight matrix whose rows
-// run along k; nothing packed).
-template <class V, int MR, int NV, bool ROWS, typename T, bool AROWS = false>
+// b + p*NR. A is the packed micro-panel [kc][AST] (AST >= MR: a short
+// kernel multiplies the first MR rows of a taller panel), or, with AROWS,
+// MR rows read in place: A[i][p] = a[i * lda + p] (e.g. a weight matrix
+// whose rows run along k; nothing packed). Every element sums its k
+// products in order whatever MR, AST and the variant.
+template <class V, int MR, int NV, bool ROWS, typename T, bool AROWS = false, int AST = MR>
 static inline void ukernel_body(i64 kc, const T* __restrict a, const T* __restrict b,
                                 const i64* __restrict boff, T* __restrict c, i64 ldc, T beta,
                                 i64 lda = 0) {
@@ -50,7 +52,7 @@ static inline void ukernel_body(i64 kc, const T* __restrict a, const T* __restri
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[i][v] = V::fma(av, bv[v], acc[i][v]);
     }
-    a += AROWS ? 1 : MR;
+    a += AROWS ? 1 : AST;
   }
 
   if (beta == T(0)) {

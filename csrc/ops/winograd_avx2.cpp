@@ -335,11 +335,15 @@ bool winograd_forward_f32_avx2(const Conv2dParams& p, const float* x, const floa
     const i64 xi = q / g.MP, mp = q % g.MP;
     const float* vx = v + xi * g.vs;
     float* mx = m + xi * g.ms + mp * MR * g.TBp;
+    // A last panel of OC % MR rows runs a short kernel where there is one
+    // (its rows up to the panel's MR are scratch, never read).
+    const auto* sr = short_rows_for(K, std::min(MR, OC - mp * MR));
+    const ukernel_rows_fn<float> fn = sr ? sr->fn_rows : K.fn_rows;
     for (i64 kb = 0; kb < g.NKB; ++kb) {
       const i64 kc = std::min(g.KC, C - kb * g.KC);
       const float* ap = upk + xi * g.us + (kb * g.MP + mp) * g.KC * MR;
       for (i64 jr = 0; jr < tn; jr += NR)
-        K.fn_rows(kc, ap, vx + jr, boff.data() + kb * g.KC, mx + jr, g.TBp, kb == 0 ? 0.0f : 1.0f);
+        fn(kc, ap, vx + jr, boff.data() + kb * g.KC, mx + jr, g.TBp, kb == 0 ? 0.0f : 1.0f);
     }
   };
   auto output_phase = [&](i64 oc, i64 t0, i64 tn, const float* m) {
