@@ -675,6 +675,11 @@ PHASE_CASES = [
     # ... with a last row tile of 2 / 4 output channels (short kernels, direct)
     ConvCase("wide-direct-oc8", 1, 5, 6, 190, 8, 3, 3, padding=1),
     ConvCase("wide-direct-k5s2-oc4", 2, 4, 8, 200, 4, 5, 5, stride=2, padding=2),
+    # output rows a multiple of 16 columns (or nearly): tiled row by row,
+    # full panels only (32, 64 columns) or one partial panel per row (30)
+    ConvCase("row-panels-w32", 2, 4, 6, 32, 5, 3, 3, padding=1),
+    ConvCase("row-panels-w30", 1, 4, 9, 30, 7, 3, 3, padding=1),
+    ConvCase("row-panels-k7s2", 1, 3, 40, 128, 6, 7, 7, stride=2, padding=3),
     # reductions under 32 (1-3 channels): B packed from the padded planes,
     # panels inside one output row (32 columns) and across rows (26, 13)
     ConvCase("padded-rows-c3", 2, 3, 32, 32, 5, 3, 3, padding=1),

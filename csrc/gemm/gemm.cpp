@@ -350,21 +350,24 @@ void merge_wide(const T* tmp, int NR, i64 mr, i64 nr, T* c, i64 ldc, i64 jr, con
   }
 }
 
-// The serial loop nest with B read unpacked through row offsets.
+// The serial loop nest with B read unpacked through row offsets. Wide
+// columns are tiled row by row when wide_row_panels says so (each row's
+// part of [n0, n1) from its first column), else in panels from n0.
 template <typename T>
 void gemm_rows_serial(const GemmKernel<T>& K, i64 m0, i64 m1, i64 n0, i64 n1, i64 k,
                       const T* A, i64 rsa, i64 csa, const T* Bbase, const i64* boff,
                       T beta, T* C, i64 ldc, T* bufA, const WideColumns* wide) {
   const int MR = K.mr, NR = K.nr;
   const i64 KC = balanced_kc(K.kc, k);
+  const bool by_rows = wide && wide->by_rows;
   for (i64 pc = 0; pc < k; pc += KC) {
     const i64 kc = std::min<i64>(KC, k - pc);
     const T beta_eff = pc == 0 ? beta : T(1);
     for (i64 ic = m0; ic < m1; ic += K.mc) {
       const i64 mc = std::min<i64>(K.mc, m1 - ic);
       pack_a(MR, mc, kc, A + ic * rsa + pc * csa, rsa, csa, bufA, K.pack_a6);
-      for (i64 jr = n0; jr < n1; jr += NR) {
-        const i64 nr = std::min<i64>(NR, n1 - jr);
+      // Columns [jr, jr + nr) against every row tile of the block.
+      auto panel = [&](i64 jr, i64 nr) {
         const T* bp = Bbase + jr;
         for (i64 ir = 0; ir < mc; ir += MR) {
           const T* ap = bufA + ir * kc;
@@ -385,6 +388,14 @@ void gemm_rows_serial(const GemmKernel<T>& K, i64 m0, i64 m1, i64 n0, i64 n1, i6
               merge_edge(tmp, NR, mr, nr, c + jr, ldc, beta_eff);
           }
         }
+      };
+      if (by_rows) {
+        for (i64 row = n0 / wide->Wp * wide->Wp; row < n1; row += wide->Wp) {
+          const i64 e = std::min(n1, row + wide->OW);
+          for (i64 jr = std::max(n0, row); jr < e; jr += NR) panel(jr, std::min<i64>(NR, e - jr));
+        }
+      } else {
+        for (i64 jr = n0; jr < n1; jr += NR) panel(jr, std::min<i64>(NR, n1 - jr));
       }
     }
   }
@@ -618,10 +629,15 @@ void gemm_rows(const GemmKernel<T>& K, i64 m, i64 n, i64 k, const T* A, i64 rsa,
   if (k <= 0) return scale_c(m, n, beta, C, ldc);
   const i64 kc = std::min<i64>(K.kc, k);
   const i64 mc = std::min<i64>(K.mc, ((m + K.mr - 1) / K.mr) * K.mr);
+  WideColumns w;
+  if (wide) {
+    w = *wide;
+    w.by_rows = wide_row_panels(w, n, K.nr);
+  }
   parallel_blocks(K, m, n, k, nthreads, sizeof(T) * std::size_t(mc) * kc,
                   [&](i64 m0, i64 m1, i64 n0, i64 n1, char* buf) {
                     gemm_rows_serial(K, m0, m1, n0, n1, k, A, rsa, csa, Bbase, boff, beta, C, ldc,
-                                     reinterpret_cast<T*>(buf), wide);
+                                     reinterpret_cast<T*>(buf), wide ? &w : nullptr);
                   });
 }
 

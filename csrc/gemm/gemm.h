@@ -134,7 +134,18 @@ void gemm_packed_b(const GemmKernel<T>& K, i64 m, i64 n, i64 k, const T* A, i64 
 // dropped. Register tiles inside one output row are stored directly.
 struct WideColumns {
   i64 Wp, OW;
+  bool by_rows = false;  // set by gemm_rows: wide_row_panels
 };
+
+// Whether gemm_rows tiles wide columns row by row (each output row's OW
+// columns in panels of NR from its start, the Wp - OW dropped columns never
+// computed, no tile crossing a row end) rather than in panels across the
+// flat column range: when that takes no more tiles (OW a multiple of NR,
+// or nearly: the stem's 112 of 115 columns, 7 panels per row).
+inline bool wide_row_panels(const WideColumns& w, i64 n, int NR) {
+  const i64 rows = (n + w.Wp - 1) / w.Wp;
+  return rows * ((w.OW + NR - 1) / NR) <= (n + NR - 1) / NR;
+}
 
 // GEMM with B given as row offsets into an unpacked buffer:
 //   C[i][j] := sum_p A[i][p] * Bbase[boff[p] + j] + beta * C[i][j]

@@ -236,8 +236,10 @@ void compact_plane(const T* __restrict wide, i64 Wp, i64 OH, i64 OW, T bias, T* 
 // Register tiles that cross a row end take a slower edge path, about
 // (NR + Wp - OW) / Wp of them: worth it on wide maps (the 7x7 stem's 112
 // columns: ~15% faster), not on narrow ones (32 columns: ~3% slower).
+// Tiled row by row (wide_row_panels: no tile crosses a row end), direct
+// stores always pay.
 inline bool wide_direct(const WideGeom& g, i64 OW, int NR) {
-  return 4 * (NR + g.Wp - OW) <= g.Wp;
+  return 4 * (NR + g.Wp - OW) <= g.Wp || wide_row_panels(WideColumns{g.Wp, OW}, g.n, NR);
 }
 
 constexpr i64 kWideSlack = 64;  // the kernels over-read up to one tile past n
