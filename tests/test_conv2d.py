@@ -666,6 +666,8 @@ PHASE_CASES = [
     ConvCase("ph-k3s2-d3", 2, 6, 19, 17, 4, 3, 3, stride=2, padding=3, dilation=3),
     ConvCase("ph-k3x4-s2x1-g2", 2, 8, 13, 16, 6, 3, 4, stride=(2, 1), padding=(1, 2), groups=2),
     ConvCase("ph-k4s2-valid", 3, 5, 16, 16, 7, 4, 4, stride=2),
+    # the last input column read by no tap (the even phase stops short of it)
+    ConvCase("ph-k4s2-crop", 2, 6, 17, 37, 5, 4, 4, stride=2),
     ConvCase("ph-k3s2-n1-c64", 1, 64, 12, 12, 16, 3, 3, stride=2, padding=1),
     # wide output rows (>= 80 columns): the GEMM stores straight into the
     # output planes, with and without bias, stride 1 and 2, groups

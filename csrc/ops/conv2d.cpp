@@ -262,8 +262,45 @@ void pad_image(const Conv2dParams& p, const WideGeom& g, const T* x, T* pad, i64
   const i64 planes = p.C * g.phases();
   const int nt = nthreads == 1 ? 1 : threads_for(double(planes) * rows * g.Wp * sizeof(T), 1.0e6);
   void (*every_other)(const T*, i64, T*) = nullptr;  // SIMD gather for stride 2
+  void (*split2)(const T*, i64, i64, T*, T*) = nullptr;  // ... both phases at once
   if constexpr (std::is_same_v<T, float>)
-    if (const VMathF32* vm = vmath_f32()) every_other = vm->every_other;
+    if (const VMathF32* vm = vmath_f32()) {
+      every_other = vm->every_other;
+      split2 = vm->split_even_odd;
+    }
+  if (g.SW == 2 && split2) {
+    // Phases (a, 0) and (a, 1) from one pass over each source row: the
+    // phase whose columns start at an even ix takes the even elements.
+    // ix = j * 2 + b - PL lies in [0, W) for j in [lo[b], hi[b]); its first
+    // ix is 0 or 1 (PL >= 0 with stride 2).
+    i64 lo[2], hi[2];
+    for (int b = 0; b < 2; ++b) {
+      lo[b] = first_at_least(0, b - p.PL, 2, g.Wp);
+      hi[b] = std::max(lo[b], first_at_least(p.W, b - p.PL, 2, g.Wp));
+    }
+    const int be = int(p.PL % 2);  // the phase of even ix
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (i64 q = 0; q < planes / 2; ++q) {
+      const i64 c = q / g.SH, a = q % g.SH;
+      T* pl[2];
+      for (int b = 0; b < 2; ++b) pl[b] = pad + c * chan_stride + (a * 2 + b) * phase_stride;
+      for (i64 i = 0; i < rows; ++i) {
+        T* d[2] = {pl[0] + i * g.Wp, pl[1] + i * g.Wp};
+        const i64 iy = (row0 + i) * g.SH + a - p.PT;
+        if (iy < 0 || iy >= p.H) {
+          for (int b = 0; b < 2; ++b) std::fill(d[b], d[b] + g.Wp, T(0));
+          continue;
+        }
+        for (int b = 0; b < 2; ++b) {
+          std::fill(d[b], d[b] + lo[b], T(0));
+          std::fill(d[b] + hi[b], d[b] + g.Wp, T(0));
+        }
+        split2(x + (c * p.H + iy) * p.W, hi[be] - lo[be], hi[1 - be] - lo[1 - be], d[be] + lo[be],
+               d[1 - be] + lo[1 - be]);
+      }
+    }
+    return;
+  }
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
   for (i64 q = 0; q < planes; ++q) {
     const i64 c = q / g.phases(), a = q % g.phases() / g.SW, b = q % g.SW;
