@@ -15,6 +15,7 @@
 #include "ops/conv2d.h"
 #include "ops/batchnorm.h"
 #include "ops/linear.h"
+#include "ops/optim.h"
 #include "ops/loss.h"
 #include "ops/pad.h"
 #include "ops/membench.h"
@@ -804,6 +805,53 @@ void py_bn_backward(const py::array& dy, const py::array& x, const py::array& me
   });
 }
 
+// ---------------------------------------------------------------- optimizers
+// Every array C-contiguous, of the parameter's dtype and size (state arrays
+// writable). Python checks this first and otherwise runs its NumPy form.
+DType optim_arrays(const py::array& p, std::initializer_list<std::pair<const py::array*, const char*>> arrs) {
+  const DType d = dtype_of(p, "param");
+  require_c_contig(p, "param");
+  require_writable(p, "param");
+  for (auto& [a, name] : arrs) {
+    require_same_dtype(d, *a, name);
+    require_c_contig(*a, name);
+    require_size(*a, p.size(), name);
+  }
+  return d;
+}
+
+void py_sgd_update(py::array& p, const py::array& g, const py::object& buf, double lr, double momentum,
+                   double dampening, bool nesterov, int mode) {
+  if (mode < 0 || mode > 2) throw py::value_error("sgd_update: mode must be 0, 1 or 2");
+  py::array b = mode == 0 ? p : py::reinterpret_borrow<py::array>(buf);
+  const DType d = optim_arrays(p, {{&g, "grad"}, {&b, "momentum_buffer"}});
+  if (mode) require_writable(b, "momentum_buffer");
+  py::gil_scoped_release nogil;
+  with_dtype(d, [&](auto z) {
+    using T = decltype(z);
+    sgd_update<T>(mut_ptr<T>(p), ptr<T>(g), mode ? mut_ptr<T>(b) : nullptr, p.size(), T(lr), T(momentum),
+                  T(1 - dampening), nesterov, mode);
+  });
+}
+
+void py_adam_update(py::array& p, const py::array& g, py::array& m, py::array& v, const py::object& vmax,
+                    bool decoupled, double decay, double w, bool far, double beta2, double rsbc2, double eps,
+                    double step_size) {
+  py::array vm = vmax.is_none() ? m : py::reinterpret_borrow<py::array>(vmax);
+  const DType d = optim_arrays(p, {{&g, "grad"}, {&m, "exp_avg"}, {&v, "exp_avg_sq"}, {&vm, "max_exp_avg_sq"}});
+  require_writable(m, "exp_avg");
+  require_writable(v, "exp_avg_sq");
+  require_writable(vm, "max_exp_avg_sq");
+  py::gil_scoped_release nogil;
+  with_dtype(d, [&](auto z) {
+    using T = decltype(z);
+    // As NumPy rounds them: w and beta2 to T, 1 - w and 1 - beta2 in T.
+    adam_update<T>(mut_ptr<T>(p), ptr<T>(g), mut_ptr<T>(m), mut_ptr<T>(v),
+                   vmax.is_none() ? nullptr : mut_ptr<T>(vm), p.size(), decoupled, T(decay), T(w),
+                   T(1) - T(w), far, T(beta2), T(1 - beta2), T(rsbc2), T(eps), T(step_size));
+  });
+}
+
 // ---------------------------------------------------------------- linear
 void py_linear_forward(const py::array& x, const py::array& w, const py::object& b, py::array& y) {
   const DType d = same_contig({{&x, "input"}, {&w, "weight"}, {&y, "out"}});
@@ -963,6 +1011,11 @@ PYBIND11_MODULE(_C, m) {
   m.def("batch_norm_train", &py_bn_train);
   m.def("batch_norm_normalize", &py_bn_normalize);
   m.def("batch_norm_backward", &py_bn_backward);
+  m.def("sgd_update", &py_sgd_update, py::arg("p"), py::arg("g"), py::arg("buf"), py::arg("lr"),
+        py::arg("momentum"), py::arg("dampening"), py::arg("nesterov"), py::arg("mode"));
+  m.def("adam_update", &py_adam_update, py::arg("p"), py::arg("g"), py::arg("m"), py::arg("v"),
+        py::arg("vmax"), py::arg("decoupled"), py::arg("decay"), py::arg("w"), py::arg("far"),
+        py::arg("beta2"), py::arg("rsbc2"), py::arg("eps"), py::arg("step_size"));
   m.def("linear_forward", &py_linear_forward);
   m.def("linear_backward", &py_linear_backward);
 }

@@ -3,9 +3,12 @@
 Everything here follows ``torch.optim`` (PyTorch 2.x): the same class names,
 constructor keywords, defaults, ``param_groups`` / ``state`` layout, update
 rules (those of torch's single-tensor code paths, operation for operation) and
-scheduler formulas. The maths is vectorised NumPy working in place on
-``Parameter.data``; optimizer state is kept in the parameter's dtype (float32
-or float64), and step counts are Python ints.
+scheduler formulas. The maths works in place on ``Parameter.data``: SGD and
+Adam / AdamW update a C-contiguous float32 / float64 parameter (and its state)
+in one fused C++ pass (``csrc/ops/optim.cpp``) that does, per element, the
+same operations and roundings as their NumPy form, which runs otherwise (a
+non-contiguous gradient, say) and for the other optimizers. Optimizer state is
+kept in the parameter's dtype, and step counts are Python ints.
 
 Contents
 --------
@@ -63,6 +66,7 @@ from typing import Any, Dict, Iterable, List, Optional
 
 import numpy as np
 
+from . import _C
 from .nn.parameter import Parameter
 
 __all__ = [
@@ -116,6 +120,21 @@ def _plain(value):
     if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):
         return value.item()
     return value
+
+
+_FUSED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _fusable(p: Parameter, *arrays) -> bool:
+    """Whether the C++ update can run: every array C-contiguous, of the
+    parameter's (float32 / float64) dtype and shape, the parameter writable.
+    It computes the same values as the NumPy code below, element by element
+    in one pass (``csrc/ops/optim.h``); anything else takes the NumPy code."""
+    d = p.data
+    if d.dtype not in _FUSED_DTYPES or not d.flags.c_contiguous or not d.flags.writeable:
+        return False
+    return all(isinstance(a, np.ndarray) and a.dtype == d.dtype and a.shape == d.shape
+               and a.flags.c_contiguous for a in arrays)
 
 
 def _lerp_(start: np.ndarray, end: np.ndarray, weight: float, tmp: np.ndarray) -> None:
@@ -423,6 +442,16 @@ class SGD(Optimizer):
 
     def _update(self, p, g, state, group):
         momentum = group["momentum"]
+        buf = state.get("momentum_buffer")
+        if _fusable(p, g) and (buf is None or _fusable(p, buf)):
+            mode = 0
+            if momentum != 0:
+                mode = 1 if buf is None else 2
+                if buf is None:
+                    buf = state["momentum_buffer"] = np.empty_like(p.data)
+            _C.sgd_update(p.data, g, buf, group["lr"], momentum, group["dampening"],
+                          group["nesterov"], mode)
+            return
         t = self._scratch(p, 1)
         if momentum != 0:
             buf = state.get("momentum_buffer")
@@ -650,6 +679,13 @@ class Adam(Optimizer):
         state["step"] += 1
         step = state["step"]
         lr, (beta1, beta2) = group["lr"], group["betas"]
+        vmax = state.get("max_exp_avg_sq") if group["amsgrad"] else None
+        if _fusable(p, g, state["exp_avg"], state["exp_avg_sq"], *([vmax] if group["amsgrad"] else [])):
+            decoupled = group["decoupled_weight_decay"] and group["weight_decay"] != 0
+            _C.adam_update(p.data, g, state["exp_avg"], state["exp_avg_sq"], vmax, decoupled,
+                           1 - lr * group["weight_decay"], 1 - beta1, abs(1 - beta1) >= 0.5, beta2,
+                           (1 - beta2 ** step) ** 0.5, group["eps"], lr / (1 - beta1 ** step))
+            return
         if group["decoupled_weight_decay"] and group["weight_decay"] != 0:
             np.multiply(p.data, 1 - lr * group["weight_decay"], out=p.data)
         m, v = state["exp_avg"], state["exp_avg_sq"]

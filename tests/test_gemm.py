@@ -198,6 +198,51 @@ def test_short_row_tiles(isa, dt):
 
 
 @pytest.mark.parametrize("dt", DTYPES)
+def test_few_rows_and_outer_products(isa, dt):
+    """Fewer rows than a register tile: B's columns along k (a Fortran B, W
+    of x W^T) run as the transposed narrow product reading B^T in place; B's
+    rows contiguous (dy W) read by the row-offset kernel, the last n % NR
+    columns packed, and rows 2 KiB apart packed instead; k == 1 with beta 0
+    or 1 is a plain outer product. Every path against float64, beta 0 / 1 /
+    -0.5 into a strided C with an untouched border, same bits on 1 and 2
+    threads."""
+    info = _C.gemm_kernel_info(np.dtype(dt).name, isa)
+    mr, nr = info["mr"], info["nr"]
+    rng = np.random.default_rng(14)
+    ns = [1, nr - 1, nr, 3 * nr + 5, 8 * nr + 3, 512 // np.dtype(dt).itemsize]
+    for m, n, k in itertools.product(range(1, mr + 1), ns, [1, 2, 40, 300]):
+        a = rng.standard_normal((m, k)).astype(dt)
+        b0 = rng.standard_normal((k, n)).astype(dt)
+        wide = np.zeros((k, 2048 // np.dtype(dt).itemsize), dt)  # rows 2 KiB apart
+        wide[:, :n] = b0
+        for b in (b0, np.asfortranarray(b0), wide[:, :n], b0[::-1][::-1]):
+            c = np.full((m, n), np.nan, dtype=dt)
+            _C.gemm(a, b, c, 0.0, isa, 1)
+            _check(c, a, b)
+            c2 = np.full((m, n), np.nan, dtype=dt)
+            _C.gemm(a, b, c2, 0.0, isa, 2)
+            assert np.array_equal(c, c2), (m, n, k)
+            for beta in (1.0, -0.5):
+                c0 = rng.standard_normal((m, n)).astype(dt)
+                big = np.full((m + 2, n + 5), np.nan, dtype=dt)
+                out = big[1:m + 1, 3:n + 3]
+                out[...] = c0
+                _C.gemm(a, b, out, beta, isa)
+                _check(out, a, b, beta, c0)
+                assert np.isnan(big[[0, -1]]).all() and np.isnan(big[:, :3]).all() and np.isnan(big[:, n + 3:]).all()
+    # k == 1 is exactly the rounded product (plus C for beta 1)
+    a = rng.standard_normal((9, 1)).astype(dt)
+    b = rng.standard_normal((1, 70)).astype(dt)
+    c = np.empty((9, 70), dt)
+    _C.gemm(a, b, c, 0.0, isa)
+    np.testing.assert_array_equal(c, a * b)
+    c0 = rng.standard_normal((9, 70)).astype(dt)
+    c = c0.copy()
+    _C.gemm(a, b, c, 1.0, isa)
+    np.testing.assert_array_equal(c, a * b + c0)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
 def test_thread_count_independent(dt):
     rng = np.random.default_rng(6)
     old = pyconv.get_num_threads()

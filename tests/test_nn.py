@@ -216,6 +216,27 @@ CONV_CONFIGS = [
 ]
 
 
+def test_accumulate_grad_takes_fresh_arrays_without_copy():
+    """take=True (the layers' fresh backward results): the first gradient
+    becomes .grad itself when it is C-contiguous and of the parameter's dtype,
+    else it is copied; later ones add into .grad in place; take=False copies."""
+    p = nn.Parameter(np.zeros((3, 4), np.float32))
+    g = np.ones((3, 4), np.float32)
+    p.accumulate_grad(g, take=True)
+    assert p.grad is g
+    p.accumulate_grad(np.full((3, 4), 2, np.float32), take=True)
+    assert p.grad is g and (g == 3).all()
+    for bad in (np.ones((3, 4), np.float64), np.ones((4, 3), np.float32).T):
+        p.zero_grad()
+        p.accumulate_grad(bad, take=True)
+        assert p.grad is not bad and p.grad.dtype == np.float32 and p.grad.flags.c_contiguous
+        np.testing.assert_array_equal(p.grad, bad)
+    p.zero_grad()
+    p.accumulate_grad(g)
+    assert p.grad is not g
+    np.testing.assert_array_equal(p.grad, g)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("cfg", CONV_CONFIGS, ids=range(len(CONV_CONFIGS)))
 def test_conv2d_matches_functional_and_accumulates(cfg, dtype):

@@ -186,6 +186,62 @@ def test_optimizer_matches_torch(cfg, dtype):
                     _assert_close(pstate[k], tv.numpy(), dtype, f"{where} state {k}")
 
 
+FUSED_CONFIGS = [c for c in OPT_CONFIGS if c[0] in ("SGD", "Adam", "AdamW")]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("cfg", FUSED_CONFIGS, ids=[_cfg_id(c) for c in FUSED_CONFIGS])
+def test_fused_update_same_bits_as_numpy(cfg, dtype):
+    """SGD and Adam / AdamW update C-contiguous parameters in one C++ pass
+    (csrc/ops/optim.cpp) and anything else with NumPy, array by array; both
+    do the same operations per element, so the values agree bit for bit:
+    parameters and state, over steps, with inf / NaN / zero gradients. The
+    NumPy path is forced by Fortran-order copies of the gradients."""
+    name, kw = cfg
+    shapes = [(7, 5), (300, 41), (1, 1)]  # 2-d, so a Fortran copy is not C-contiguous
+    arrays = _init_arrays(dtype, seed=3, shapes=shapes)
+    fused = _params([a.copy() for a in arrays])
+    slow = _params([a.copy() for a in arrays])
+    opt_f, opt_s = OPTIMIZERS[name](fused, **kw), OPTIMIZERS[name](slow, **kw)
+    for step, grads in enumerate(_grad_stream(dtype, 6, seed=4, shapes=shapes), 1):
+        if step == 3:
+            grads[1][0, :3] = (np.inf, -np.inf, np.nan)
+            grads[1][1, :] = 0
+        for pf, ps, g in zip(fused, slow, grads):
+            pf.grad, ps.grad = g.copy(), np.asfortranarray(g)
+        assert not slow[1].grad.flags.c_contiguous
+        opt_f.step()
+        with np.errstate(all="ignore"):  # NumPy warns of the inf - inf it computes
+            opt_s.step()
+        for i, (pf, ps) in enumerate(zip(fused, slow)):
+            where = f"{name} {kw} step {step} param {i}"
+            np.testing.assert_array_equal(pf.data, ps.data, err_msg=where)
+            assert set(opt_f.state.get(pf, {})) == set(opt_s.state.get(ps, {})), where
+            for k, v in opt_f.state.get(pf, {}).items():
+                if isinstance(v, np.ndarray):
+                    np.testing.assert_array_equal(v, opt_s.state[ps][k], err_msg=f"{where} {k}")
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam"])
+def test_fused_update_thread_count_independent(name, restore_threads):
+    """A parameter big enough to split between threads: same bits on 1 and 2."""
+    import pyconv
+    rng = np.random.default_rng(8)
+    data = rng.standard_normal((512, 700)).astype(np.float32)
+    grads = [rng.standard_normal(data.shape).astype(np.float32) for _ in range(3)]
+    out = []
+    for nt in (1, 2):
+        pyconv.set_num_threads(nt)
+        p = Parameter(data.copy())
+        opt = optim.SGD([p], lr=0.1, momentum=0.9, nesterov=True) if name == "SGD" else \
+            optim.Adam([p], lr=0.01, amsgrad=True)
+        for g in grads:
+            p.grad = g.copy()
+            opt.step()
+        out.append(p.data.copy())
+    np.testing.assert_array_equal(out[0], out[1])
+
+
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_param_groups_and_missing_grads_match_torch(name):
     """Two groups with different options; a frozen parameter; parameters whose

@@ -5,6 +5,9 @@
 #include <cstdint>
 #include <exception>
 #include <mutex>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace pyconv {
 
@@ -17,6 +20,23 @@ bool in_forked_child();
 // Threads worth using for `flops` of arithmetic (or bytes of memory traffic).
 // Below ~20 us of single-thread work a team costs more than it gains.
 int threads_for(double work, double serial_below = 2.0e5);
+
+// Calls f(i0, i1) on equal contiguous chunks of [0, n), one per thread, the
+// team sized by threads_for(n * cost, serial_below). Element-wise work
+// split this way does the same arithmetic per element for any team size.
+template <typename F>
+void parallel_chunks(std::int64_t n, double cost, F f, double serial_below = 2.0e5) {
+  const int nt = threads_for(double(n) * cost, serial_below);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+#ifdef _OPENMP
+    const int t = omp_get_thread_num(), tn = omp_get_num_threads();
+#else
+    const int t = 0, tn = 1;
+#endif
+    f(n * t / tn, n * (t + 1) / tn);
+  }
+}
 
 // An exception must not leave an OpenMP region (that terminates the
 // process). Bodies run through capture.run(...) inside the region; the

@@ -571,10 +571,71 @@ bool gemm_reads_a_in_place(const GemmKernel<T>& K, i64 m, i64 n, i64 k, i64 csa)
 template bool gemm_reads_a_in_place<float>(const GemmKernel<float>&, i64, i64, i64, i64);
 template bool gemm_reads_a_in_place<double>(const GemmKernel<double>&, i64, i64, i64, i64);
 
+namespace {
+
+// C := a b (+ C) for k == 1 and beta 0 or 1: the kernel's arithmetic
+// exactly (one rounded product per element, then C added), without a
+// register tile per dozen stores. A fully connected layer's weight gradient
+// at batch 1.
+template <typename T>
+void outer_product(i64 m, i64 n, const T* A, i64 rsa, const T* B, i64 csb, T beta, T* C, i64 ldc,
+                   int nthreads) {
+  const int by_size = threads_for(double(m) * double(n) * 2 * sizeof(T), 1.0e6);
+  const int nt = nthreads > 0 ? std::min(nthreads, by_size) : by_size;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (i64 i = 0; i < m; ++i) {
+    const T a = A[i * rsa];
+    T* __restrict c = C + i * ldc;
+    if (csb == 1) {
+      const T* __restrict b = B;
+      if (beta == T(0))
+        for (i64 j = 0; j < n; ++j) c[j] = a * b[j];
+      else
+        for (i64 j = 0; j < n; ++j) c[j] = a * b[j] + c[j];
+    } else {
+      for (i64 j = 0; j < n; ++j) c[j] = beta == T(0) ? a * B[j * csb] : a * B[j * csb] + c[j];
+    }
+  }
+}
+
+}  // namespace
+
 template <typename T>
 void gemm(const GemmKernel<T>& K, i64 m, i64 n, i64 k, const T* A, i64 rsa, i64 csa,
           const T* B, i64 rsb, i64 csb, T beta, T* C, i64 ldc, int nthreads) {
-  if (m > 0 && n > 0 && !gemm_reads_a_in_place(K, m, n, k, csa) && gemm_swaps(K.mr, K.nr, m, n, k)) {
+  if (m <= 0 || n <= 0) return;
+  if (k == 1 && (beta == T(0) || beta == T(1)))
+    return outer_product(m, n, A, rsa, B, csb, beta, C, ldc, nthreads);
+  // Fewer rows than a register tile (x W^T, dy W of a fully connected layer
+  // at batch 1 .. MR-1) would pack all of B for one short tile per panel.
+  if (m < K.mr) {
+    // B's columns run along k (W's rows in x W^T): C^T = B^T A^T is a narrow
+    // product that reads B^T in place (gemm_reads_a_in_place).
+    if (rsb == 1 && gemm_reads_a_in_place(K, n, m, k, i64(1))) {
+      const StridedB<T> at{A, csa, rsa};  // B' = A^T
+      const BPacker<T> bp{&StridedB<T>::pack, &at};
+      if (m == 1) return gemm_packed_b(K, n, 1, k, B, csb, i64(1), bp, beta, C, i64(1), nthreads);
+      T* Ct = static_cast<T*>(t_swap.reserve(sizeof(T) * std::size_t(m) * std::size_t(n)));
+      gemm_packed_b(K, n, m, k, B, csb, i64(1), bp, T(0), Ct, m, nthreads);
+      return add_transposed(m, n, Ct, beta, C, ldc, nthreads);
+    }
+    // B's rows are contiguous (dy W): the row-offset kernel reads them in
+    // place; the last n % NR columns are packed as usual (so no tile reads
+    // past the end of B's last row). Not when the rows are a multiple of
+    // 2 KiB apart: the k rows of a panel would then share a few L1 sets
+    // (4096 columns: 2.4x slower than packing).
+    if (csb == 1 && n >= K.nr && k >= 32 && (rsb * i64(sizeof(T))) % 2048 != 0) {
+      const i64 nm = n / K.nr * K.nr;
+      std::vector<i64> boff(k);
+      for (i64 p = 0; p < k; ++p) boff[p] = p * rsb;
+      gemm_rows(K, m, nm, k, A, rsa, csa, B, boff.data(), beta, C, ldc, nthreads);
+      if (nm == n) return;
+      const StridedB<T> tail{B + nm, rsb, i64(1)};
+      return gemm_packed_b(K, m, n - nm, k, A, rsa, csa, BPacker<T>{&StridedB<T>::pack, &tail}, beta,
+                           C + nm, ldc, nthreads);
+    }
+  }
+  if (!gemm_reads_a_in_place(K, m, n, k, csa) && gemm_swaps(K.mr, K.nr, m, n, k)) {
     PYCONV_CHECK(ldc >= n, "gemm: ldc < n");
     T* Ct = static_cast<T*>(t_swap.reserve(sizeof(T) * std::size_t(m) * std::size_t(n)));
     const StridedB<T> at{A, csa, rsa};  // B' = A^T

@@ -59,22 +59,6 @@ constexpr double kSqrt1_2 = 0.70710678118654752440;
 constexpr double kInvSqrt2Pi = 0.39894228040143267794;
 constexpr double kSqrt2OverPi = 0.79788456080286535588;
 
-
-// Calls f(i0, i1) on equal contiguous chunks of [0, n), one per thread.
-template <typename F>
-void chunks(i64 n, double cost, F f) {
-  const int nt = threads_for(double(n) * cost, 2.0e5);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-#ifdef _OPENMP
-    const int t = omp_get_thread_num(), tn = omp_get_num_threads();
-#else
-    const int t = 0, tn = 1;
-#endif
-    f(n * t / tn, n * (t + 1) / tn);
-  }
-}
-
 // y[i] = f(a[i]) / f(a[i], b[i]) over contiguous chunks, one chunk per
 // thread. Local __restrict pointers and a branch-free f let the compiler
 // vectorise the loop (a lambda indexing captured pointers did not: relu's
@@ -82,7 +66,7 @@ void chunks(i64 n, double cost, F f) {
 // are in flight (one vector at a time is latency-bound).
 template <typename T, typename F>
 void map1(const T* a, T* y, i64 n, double cost, F f) {
-  chunks(n, cost, [&](i64 i0, i64 i1) {
+  parallel_chunks(n, cost, [&](i64 i0, i64 i1) {
     const T* __restrict ap = a + i0;
     T* __restrict yp = y + i0;
 #pragma GCC unroll 4
@@ -92,7 +76,7 @@ void map1(const T* a, T* y, i64 n, double cost, F f) {
 
 template <typename T, typename F>
 void map2(const T* a, const T* b, T* y, i64 n, double cost, F f) {
-  chunks(n, cost, [&](i64 i0, i64 i1) {
+  parallel_chunks(n, cost, [&](i64 i0, i64 i1) {
     const T* __restrict ap = a + i0;
     const T* __restrict bp = b + i0;
     T* __restrict yp = y + i0;
@@ -219,7 +203,7 @@ template <typename T>
 void activation_forward(Act act, T alpha, const T* x, T* y, i64 n) {
   if constexpr (std::is_same_v<T, float>) {
     if (auto k = simd_forward(act)) {
-      chunks(n, 1, [&](i64 i0, i64 i1) { k(x + i0, y + i0, i1 - i0); });
+      parallel_chunks(n, 1, [&](i64 i0, i64 i1) { k(x + i0, y + i0, i1 - i0); });
       return;
     }
   }
@@ -259,7 +243,7 @@ template <typename T>
 void activation_backward(Act act, T alpha, const T* dy, const T* s, T* dx, i64 n) {
   if constexpr (std::is_same_v<T, float>) {
     if (auto k = simd_backward(act)) {
-      chunks(n, 1, [&](i64 i0, i64 i1) { k(dy + i0, s + i0, dx + i0, i1 - i0); });
+      parallel_chunks(n, 1, [&](i64 i0, i64 i1) { k(dy + i0, s + i0, dx + i0, i1 - i0); });
       return;
     }
   }

@@ -119,9 +119,9 @@ class Conv2d(Module):
         dx, dw, db = F.conv2d_backward(grad_output, self._x, self.weight.data,
                                        output_mask=mask, **self._args())
         if dw is not None:
-            self.weight.accumulate_grad(dw)
+            self.weight.accumulate_grad(dw, take=True)
         if db is not None:
-            self.bias.accumulate_grad(db)
+            self.bias.accumulate_grad(db, take=True)
         return dx
 
     def _flops(self, args, out):
@@ -177,9 +177,9 @@ class Linear(Module):
             return None
         dx, dw, db = F.linear_backward(grad_output, self._x, self.weight.data, output_mask=mask)
         if dw is not None:
-            self.weight.accumulate_grad(dw)
+            self.weight.accumulate_grad(dw, take=True)
         if db is not None:
-            self.bias.accumulate_grad(db)
+            self.bias.accumulate_grad(db, take=True)
         return dx
 
     def _flops(self, args, out):
@@ -272,9 +272,9 @@ class _BatchNorm(Module):
                                            None if self.weight is None else self.weight.data,
                                            mean, invstd, training=use_batch, output_mask=mask)
         if dw is not None:
-            self.weight.accumulate_grad(dw)
+            self.weight.accumulate_grad(dw, take=True)
         if db is not None:
-            self.bias.accumulate_grad(db)
+            self.bias.accumulate_grad(db, take=True)
         return dx
 
     def extra_repr(self):

@@ -58,9 +58,12 @@ class Parameter:
         return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype}{rg})"
 
     # --- gradients ------------------------------------------------------------
-    def accumulate_grad(self, g: np.ndarray) -> None:
+    def accumulate_grad(self, g: np.ndarray, take: bool = False) -> None:
         """Add ``g`` into ``.grad`` (allocating it on first use). A no-op when
-        ``requires_grad`` is False."""
+        ``requires_grad`` is False. ``take=True`` says ``g`` is a fresh array
+        that nothing else refers to (the layers pass the functional backward's
+        results): when ``.grad`` is None, a C-contiguous, writable ``g`` of the
+        parameter's dtype becomes ``.grad`` itself instead of being copied."""
         if not self.requires_grad:
             return
         if g.shape != self.data.shape:
@@ -68,7 +71,11 @@ class Parameter:
                 f"Parameter.accumulate_grad: gradient shape {g.shape} does not match "
                 f"parameter shape {self.data.shape}")
         if self.grad is None:
-            self.grad = np.array(g, dtype=self.data.dtype, copy=True, order="C")
+            if (take and isinstance(g, np.ndarray) and g.dtype == self.data.dtype
+                    and g.flags.c_contiguous and g.flags.writeable):
+                self.grad = g
+            else:
+                self.grad = np.array(g, dtype=self.data.dtype, copy=True, order="C")
         else:
             np.add(self.grad, g, out=self.grad, casting="unsafe")
 
