@@ -98,13 +98,17 @@ def test_mobilenet_shapes(H, W, stride, isa):
 
 
 @pytest.mark.parametrize("W", [32, 37, 45])
-@pytest.mark.parametrize("H", [4, 5, 7])
-@pytest.mark.parametrize("mult,padding", [(1, 0), (1, 1), (2, 1), (3, 2)])
+@pytest.mark.parametrize("H", [4, 5, 7, 8, 9, 17, 20])
+@pytest.mark.parametrize("mult,padding", [(1, 0), (1, 1), (2, 1), (3, 2), (1, 3), (1, (0, 2)),
+                                          (2, (3, 1)), (1, (2, 0))])
 def test_unit_3x3_rows(H, W, mult, padding, isa):
     """Stride-1 3x3 on rows of 32 or more takes the rows kernel's register-
     blocked path (forward, and backward-data straight into dx, accumulating
-    over the channel multiplier): 4-row bands plus single rows, a partial
-    last vector, padding 0-2 (backward-data's grid is the reversed one)."""
+    over the channel multiplier) over bands of 8 output rows, each band's
+    source rows copied just before: one band and several, a partial last
+    band, 4-row blocks plus single rows, a partial last vector, padding 0-3
+    and asymmetric (backward-data's grid is the reversed one, its source
+    rows start above or below the output's)."""
     x, w, b, dy, kw = _case(2, 3, mult, H, W, (3, 3), 1, padding, 1, seed=H * W + mult)
     _check(x, w, b, dy, kw, np.float32)
 
