@@ -691,6 +691,12 @@ PHASE_CASES = [
     # small OC x taps): chunks of 1024, a k % 8 tail, edge tiles of 4 x 3
     ConvCase("dot-rows-c3", 8, 3, 32, 32, 5, 3, 3, padding=1),
     ConvCase("dot-rows-s2-c2", 8, 2, 45, 47, 7, 5, 5, stride=2, padding=2),
+    # 1x1 backward-weight on maps smaller than a k block: a chunk's image
+    # segments gathered into one product (several images, groups, channel
+    # counts off the register tile)
+    ConvCase("pw-small-maps-n9", 9, 40, 7, 7, 70, 1, 1),
+    ConvCase("pw-small-maps-g2", 5, 16, 5, 3, 14, 1, 1, groups=2),
+    ConvCase("pw-small-maps-n2", 2, 24, 6, 7, 30, 1, 1, bias=False),
 ]
 
 

@@ -958,6 +958,36 @@ void weight_chunk(const Conv2dParams& p, const WeightChunks& ch, i64 c, const T*
     // segments accumulate in order.
     const i64 HW = p.H * p.W;
     std::vector<i64> coff(Cg);
+    // Segments shorter than a k block (7x7 maps: 49 columns an image) would
+    // each pass over all of C for a few k steps: the chunk's segments are
+    // gathered into [C][L] and [OC][L] instead (a copy of about (C + OC) * L
+    // elements against (segments - 1) passes over OC x C) and multiplied once.
+    const i64 L = (u1 - u0) * p.OW;
+    if ((u1 - u0) * p.OW > p.OHW() && p.OHW() < kern.kc) {
+      T* xc = buf;
+      T* dyc = buf + (p.C * L + 15) / 16 * 16;
+      const int nt = nthreads == 1 ? 1 : threads_for(double(p.C + p.OC) * L * 2 * sizeof(T), 1.0e6);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+      for (i64 q = 0; q < p.C + p.OC; ++q) {  // x's channel rows, then dy's
+        const bool is_x = q < p.C;
+        const i64 ch_n = is_x ? p.C : p.OC, c = is_x ? q : q - p.C;
+        const T* s = is_x ? x : dy;
+        T* d = (is_x ? xc : dyc) + c * L;
+        for (i64 r = u0; r < u1;) {
+          const i64 n = r / p.OH, oy0 = r % p.OH, oy1 = std::min(p.OH, oy0 + (u1 - r));
+          const T* sr = s + (n * ch_n + c) * HW + oy0 * p.OW;
+          d = std::copy(sr, sr + (oy1 - oy0) * p.OW, d);
+          r += oy1 - oy0;
+        }
+      }
+      for (i64 c = 0; c < Cg; ++c) coff[c] = c * L;
+      for (i64 gi = 0; gi < p.G; ++gi) {
+        const ColOffsetsB<T> src{xc + gi * Cg * L, coff.data()};
+        gemm_packed_b<T>(kern, OCg, K, L, dyc + gi * OCg * L, L, 1,
+                         BPacker<T>{&ColOffsetsB<T>::pack, &src}, beta, out + gi * OCg * K, K, nthreads);
+      }
+      return;
+    }
     for (i64 c = 0; c < Cg; ++c) coff[c] = c * HW;
     T beta_eff = beta;
     for (i64 r = u0; r < u1;) {
