@@ -11,7 +11,9 @@
 // The float32 sums are taken in float over short blocks and merged into
 // double after each: converting every value to double bound the AVX2
 // kernels to half the memory bandwidth. The statistics sum each block of
-// 256 values about its own mean (two passes over the block, from L1) and
+// 1024 values about its own mean (two passes over the block, from L1; with
+// 256 the per-block folds and merge held the pass to 2/3 of the memory
+// bandwidth) and
 // merge the blocks' (count, mean, deviation sums) into double shifted sums,
 // so float rounding never meets a large mean or drift (merge_stats); the
 // backward's sums go over 8 values per lane in float, then into 32 double
@@ -34,18 +36,19 @@ namespace pyconv {
 namespace {
 constexpr int kL = 32;           // partial sums per row (lane l takes i = l mod 32)
 constexpr i64 kBlock = 8 * kL;   // values per lane-block (8 per lane)
+constexpr i64 kStatsBlock = 32 * kL;  // the statistics' blocks (32 per lane)
 constexpr i64 kShortRow = 32;    // rows shorter than this take the column path
 constexpr i64 kColumns = 2048;   // columns per block of the column path (whole channels)
 
 // The portable loop of VMathF32::bn_row_stats (vmath.h), same order of
-// operations: blocks of kBlock values; in each, the sum, and then the sums
+// operations: blocks of kStatsBlock values; in each, the sum, and then the sums
 // of the deviations from the block's mean and of their squares, over 32
 // lanes (lane l = i mod 32 over the full groups, the rest into lanes 0..),
 // folded by fold_lanes; each block merged into st (merge_stats).
 template <typename T>
 void row_stats(const T* x, i64 n, double* st) {
-  for (i64 i0 = 0; i0 < n; i0 += kBlock) {
-    const i64 nb = std::min(kBlock, n - i0), full = nb - nb % kL;
+  for (i64 i0 = 0; i0 < n; i0 += kStatsBlock) {
+    const i64 nb = std::min(kStatsBlock, n - i0), full = nb - nb % kL;
     const T* xb = x + i0;
     T a[kL] = {};
     for (i64 i = 0; i < full; i += kL)

@@ -83,7 +83,7 @@ struct VMathF32 {
   void (*softmax_backward_cols)(const float* g, const float* y, float* dx, i64 dim, i64 ld, i64 n,
                                 bool log);
   // Batch norm, over one row, in batchnorm.cpp's portable order (so the
-  // results are the same bits). Statistics: blocks of 256 values; in each,
+  // results are the same bits). Statistics: blocks of 1024 values; in each,
   // the sum, then the sums of the deviations from the block's mean and of
   // their squares (float, 32 lanes: lane l = i mod 32 over the full groups
   // of 32, the rest into lanes 0..; folded by fold_lanes), merged into st

@@ -748,8 +748,9 @@ inline float fold4(V* a, const float* t, i64 nt) {
 }
 
 void bn_row_stats_f32(const float* x, i64 n, double* st) {
-  for (i64 i0 = 0; i0 < n; i0 += 256) {
-    const i64 nb = n - i0 < 256 ? n - i0 : 256, full = nb - nb % 32, nt = nb - full;
+  constexpr i64 kB = 1024;  // batchnorm.cpp's kStatsBlock
+  for (i64 i0 = 0; i0 < n; i0 += kB) {
+    const i64 nb = n - i0 < kB ? n - i0 : kB, full = nb - nb % 32, nt = nb - full;
     const float* xb = x + i0;
     V a[4], q[4];
     for (int j = 0; j < 4; ++j) a[j] = _mm256_setzero_ps();
