@@ -697,6 +697,12 @@ PHASE_CASES = [
     ConvCase("pw-small-maps-n9", 9, 40, 7, 7, 70, 1, 1),
     ConvCase("pw-small-maps-g2", 5, 16, 5, 3, 14, 1, 1, groups=2),
     ConvCase("pw-small-maps-n2", 2, 24, 6, 7, 30, 1, 1, bias=False),
+    # 1x1 backward-weight with few output channels and many input channels:
+    # computed transposed, the x rows read in place (k over one and several
+    # k blocks, groups, small maps gathered)
+    ConvCase("pw-few-oc", 2, 80, 9, 10, 20, 1, 1),
+    ConvCase("pw-few-oc-k2", 1, 96, 20, 20, 16, 1, 1),
+    ConvCase("pw-few-oc-g2", 3, 160, 6, 7, 24, 1, 1, groups=2),
 ]
 
 

@@ -957,7 +957,30 @@ void weight_chunk(const Conv2dParams& p, const WeightChunks& ch, i64 c, const T*
     // in place (B's columns are x's channel rows: SIMD stream packing); the
     // segments accumulate in order.
     const i64 HW = p.H * p.W;
-    std::vector<i64> coff(Cg);
+    // dW_g [OCg x Cg] (+)= dy_g [OCg x k] x_g^T [k x Cg], the rows of dy_g and
+    // x_g rd and rx apart. With few output channels (OCg <= 4 NR < Cg:
+    // ResNet-50's 256 -> 64), as dW_g^T = x_g dy_g^T instead: the in-place-A
+    // GEMM reads the x rows where they are rather than packing them (the
+    // larger operand), into scratch added back transposed.
+    const bool swap = gemm_reads_a_in_place(kern, Cg, OCg, kern.kc, i64(1)) &&
+                      !gemm_reads_a_in_place(kern, OCg, Cg, kern.kc, i64(1));
+    std::vector<i64> offs(std::max(Cg, OCg));
+    std::vector<T> ct(swap ? Cg * OCg : 0);
+    auto product = [&](const T* dyg, i64 rd, const T* xg, i64 rx, i64 k, T be, T* o) {
+      if (!swap) {
+        for (i64 c = 0; c < Cg; ++c) offs[c] = c * rx;
+        const ColOffsetsB<T> src{xg, offs.data()};
+        return gemm_packed_b<T>(kern, OCg, K, k, dyg, rd, 1, BPacker<T>{&ColOffsetsB<T>::pack, &src}, be,
+                                o, K, nthreads);
+      }
+      for (i64 oc = 0; oc < OCg; ++oc) offs[oc] = oc * rd;
+      const ColOffsetsB<T> src{dyg, offs.data()};
+      gemm_packed_b<T>(kern, Cg, OCg, k, xg, rx, 1, BPacker<T>{&ColOffsetsB<T>::pack, &src}, T(0),
+                       ct.data(), OCg, nthreads);
+      for (i64 oc = 0; oc < OCg; ++oc)
+        for (i64 c = 0; c < Cg; ++c)
+          o[oc * K + c] = be == T(0) ? ct[c * OCg + oc] : o[oc * K + c] + ct[c * OCg + oc];
+    };
     // Segments shorter than a k block (7x7 maps: 49 columns an image) would
     // each pass over all of C for a few k steps: the chunk's segments are
     // gathered into [C][L] and [OC][L] instead (a copy of about (C + OC) * L
@@ -980,25 +1003,17 @@ void weight_chunk(const Conv2dParams& p, const WeightChunks& ch, i64 c, const T*
           r += oy1 - oy0;
         }
       }
-      for (i64 c = 0; c < Cg; ++c) coff[c] = c * L;
-      for (i64 gi = 0; gi < p.G; ++gi) {
-        const ColOffsetsB<T> src{xc + gi * Cg * L, coff.data()};
-        gemm_packed_b<T>(kern, OCg, K, L, dyc + gi * OCg * L, L, 1,
-                         BPacker<T>{&ColOffsetsB<T>::pack, &src}, beta, out + gi * OCg * K, K, nthreads);
-      }
+      for (i64 gi = 0; gi < p.G; ++gi)
+        product(dyc + gi * OCg * L, L, xc + gi * Cg * L, L, L, beta, out + gi * OCg * K);
       return;
     }
-    for (i64 c = 0; c < Cg; ++c) coff[c] = c * HW;
     T beta_eff = beta;
     for (i64 r = u0; r < u1;) {
       const i64 n = r / p.OH, oy0 = r % p.OH, oy1 = std::min(p.OH, oy0 + (u1 - r));
       const i64 hw0 = oy0 * p.OW, seg = (oy1 - oy0) * p.OW;
-      for (i64 gi = 0; gi < p.G; ++gi) {
-        const ColOffsetsB<T> src{x + (n * p.C + gi * Cg) * HW + hw0, coff.data()};
-        gemm_packed_b<T>(kern, OCg, K, seg, dy + (n * p.OC + gi * OCg) * HW + hw0, HW, 1,
-                         BPacker<T>{&ColOffsetsB<T>::pack, &src}, beta_eff, out + gi * OCg * K, K,
-                         nthreads);
-      }
+      for (i64 gi = 0; gi < p.G; ++gi)
+        product(dy + (n * p.OC + gi * OCg) * HW + hw0, HW, x + (n * p.C + gi * Cg) * HW + hw0, HW, seg,
+                beta_eff, out + gi * OCg * K);
       beta_eff = T(1);
       r += oy1 - oy0;
     }
