@@ -424,6 +424,87 @@ void py_avg_pool2d(bool backward, const py::array& in, py::array& out, i64 kh, i
   });
 }
 
+// The fast paths of functional.max_pool2d / avg_pool2d: a batched plain
+// array and int (or int pair) window arguments, checked and sized here as
+// functional._pool_geom does (PyTorch's rules); false for anything else
+// (including every argument to reject), whereupon Python takes its checked
+// path and raises the error.
+bool pool_fast_params(py::handle x_obj, py::handle kernel_size, py::handle stride, py::handle padding,
+                      py::handle dilation, bool ceil_mode, py::array* x, DType* d, Pool2dParams* p) {
+  if (!plain_array(x_obj, 4, x, d)) return false;
+  i64 kh, kw, sh, sw, ph, pw, dh, dw;
+  if (!int_or_pair(kernel_size.ptr(), &kh, &kw) || !int_or_pair(padding.ptr(), &ph, &pw) ||
+      !int_or_pair(dilation.ptr(), &dh, &dw))
+    return false;
+  if (stride.is_none()) {
+    sh = kh;
+    sw = kw;
+  } else if (!int_or_pair(stride.ptr(), &sh, &sw)) {
+    return false;
+  }
+  const i64 N = x->shape(0), C = x->shape(1), H = x->shape(2), W = x->shape(3);
+  if (N < 1 || C < 1 || H < 1 || W < 1 || kh < 1 || kw < 1 || sh < 1 || sw < 1 || dh < 1 || dw < 1 ||
+      ph < 0 || pw < 0 || 2 * ph > kh || 2 * pw > kw)
+    return false;
+  auto out = [&](i64 size, i64 k, i64 s, i64 pad, i64 dil, i64* o) {
+    const i64 span = size + 2 * pad - dil * (k - 1) - 1;  // < 2^33: no overflow
+    if (span < 0) return false;
+    *o = (span + (ceil_mode ? s - 1 : 0)) / s + 1;
+    if (ceil_mode && (*o - 1) * s >= size + pad) --*o;  // the last window starts inside
+    return *o >= 1;
+  };
+  i64 OH, OW;
+  if (!out(H, kh, sh, ph, dh, &OH) || !out(W, kw, sw, pw, dw, &OW)) return false;
+  *p = Pool2dParams{N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW};
+  return true;
+}
+
+py::array new_array(DType d, std::initializer_list<i64> shape) {
+  std::vector<py::ssize_t> s(shape.begin(), shape.end());
+  return d == DType::f32 ? py::array(py::array_t<float>(s)) : py::array(py::array_t<double>(s));
+}
+
+py::object py_max_pool2d_fast(py::handle x_obj, py::handle kernel_size, py::handle stride,
+                              py::handle padding, py::handle dilation, bool ceil_mode, bool return_indices) {
+  py::array x;
+  DType d;
+  Pool2dParams p;
+  if (!pool_fast_params(x_obj, kernel_size, stride, padding, dilation, ceil_mode, &x, &d, &p))
+    return py::none();
+  py::array y = new_array(d, {p.N, p.C, p.OH, p.OW});
+  py::array_t<std::int64_t> idx;
+  if (return_indices) idx = py::array_t<std::int64_t>(std::vector<py::ssize_t>{p.N, p.C, p.OH, p.OW});
+  {
+    py::gil_scoped_release nogil;
+    with_dtype(d, [&](auto t) {
+      using T = decltype(t);
+      max_pool2d_forward<T>(p, ptr<T>(x), mut_ptr<T>(y), return_indices ? idx.mutable_data() : nullptr);
+    });
+  }
+  if (return_indices) return py::make_tuple(y, idx);
+  return std::move(y);
+}
+
+py::object py_avg_pool2d_fast(py::handle x_obj, py::handle kernel_size, py::handle stride,
+                              py::handle padding, bool ceil_mode, bool count_include_pad,
+                              py::handle divisor_override) {
+  py::array x;
+  DType d;
+  Pool2dParams p;
+  if (!divisor_override.is_none()) return py::none();
+  if (!pool_fast_params(x_obj, kernel_size, stride, padding, py::int_(1), ceil_mode, &x, &d, &p))
+    return py::none();
+  py::array y = new_array(d, {p.N, p.C, p.OH, p.OW});
+  {
+    py::gil_scoped_release nogil;
+    with_dtype(d, [&](auto t) {
+      using T = decltype(t);
+      avg_pool2d_forward<T>(p, count_include_pad, 0, ptr<T>(x), mut_ptr<T>(y));
+    });
+  }
+  return std::move(y);
+}
+
 Pool2dParams adaptive_params(const py::array& x, const py::array& y) {
   require_ndim(x, 4, "input");
   require_ndim(y, 4, "output");
@@ -964,6 +1045,12 @@ PYBIND11_MODULE(_C, m) {
   m.def("max_pool2d_forward", &py_max_pool2d_forward, py::arg("x"), py::arg("y"), py::arg("indices"),
         py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"),
         py::arg("dh"), py::arg("dw"));
+  m.def("max_pool2d_fast", &py_max_pool2d_fast, py::arg("x"), py::arg("kernel_size"), py::arg("stride"),
+        py::arg("padding"), py::arg("dilation"), py::arg("ceil_mode"), py::arg("return_indices"),
+        "max_pool2d for a plain batched array and int arguments, or None (see functional.max_pool2d)");
+  m.def("avg_pool2d_fast", &py_avg_pool2d_fast, py::arg("x"), py::arg("kernel_size"), py::arg("stride"),
+        py::arg("padding"), py::arg("ceil_mode"), py::arg("count_include_pad"), py::arg("divisor_override"),
+        "avg_pool2d for a plain batched array and int arguments, or None (see functional.avg_pool2d)");
   m.def("max_pool2d_backward", &py_max_pool2d_backward, py::arg("dy"), py::arg("indices"), py::arg("dx"));
   m.def("avg_pool2d_forward", [](const py::array& x, py::array& y, i64 kh, i64 kw, i64 sh, i64 sw,
                                  i64 ph, i64 pw, bool cip, i64 dov) {

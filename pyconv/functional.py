@@ -593,6 +593,13 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     Returns y, or (y, indices) with int64 indices ``iy * W + ix`` into each
     input plane. Ties keep the first position in the window; NaN wins.
     """
+    # Fast path, all in C++ (as conv2d's): a plain batched float32/float64
+    # array and int window arguments; None sends anything else (and every
+    # argument to reject) through the checks below.
+    if type(ceil_mode) is bool and type(return_indices) is bool:
+        r = _C.max_pool2d_fast(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+        if r is not None:
+            return r
     x, cdt, rdt, unbatched = _pool_input(input)
     (OH, OW), win = _pool_geom(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
     N, C = x.shape[:2]
@@ -648,6 +655,11 @@ def _avg_args(count_include_pad, divisor_override):
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                count_include_pad=True, divisor_override=None):
     """2-D average pooling as ``torch.nn.functional.avg_pool2d``."""
+    if type(ceil_mode) is bool and type(count_include_pad) is bool:  # (see max_pool2d)
+        y = _C.avg_pool2d_fast(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                               divisor_override)
+        if y is not None:
+            return y
     x, cdt, rdt, unbatched = _pool_input(input)
     (OH, OW), win = _pool_geom(x.shape, kernel_size, stride, padding, 1, ceil_mode)
     cip, dov = _avg_args(count_include_pad, divisor_override)

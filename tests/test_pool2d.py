@@ -237,6 +237,46 @@ def test_avg_pool_grid(case, dtype):
         assert_close(dx, dx_ref, dtype, f"dx {kw}")
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_fast_path_matches_checked_path(dtype):
+    """A plain batched array with int window arguments takes one C++ call
+    (max_pool2d_fast / avg_pool2d_fast, sized by PyTorch's rules there): its
+    results are the checked path's bits (forced here by a non-contiguous copy
+    of the input); anything unusual, and every argument to reject, gets None
+    from it, so the checked path runs and raises."""
+    from pyconv import _C
+    for case in MAX_GRID[::3]:
+        x = case.arrays().astype(dtype)
+        xs = np.asfortranarray(x)  # not C-contiguous: the checked path
+        kw = case.kw
+        args = (kw["kernel_size"], kw.get("stride"), kw.get("padding", 0), kw.get("dilation", 1),
+                kw.get("ceil_mode", False))
+        y, ind = _C.max_pool2d_fast(x, *args, True)
+        y2, ind2 = Fn.max_pool2d(xs, **kw, return_indices=True)
+        assert y.dtype == dtype and ind.dtype == np.int64
+        np.testing.assert_array_equal(y, y2)
+        np.testing.assert_array_equal(ind, ind2)
+        np.testing.assert_array_equal(_C.max_pool2d_fast(x, *args, False), y2)
+    for case in AVG_GRID[::3]:
+        x = case.arrays().astype(dtype)
+        kw = case.avg_kw
+        for cip in (True, False):
+            y = _C.avg_pool2d_fast(x, kw["kernel_size"], kw.get("stride"), kw.get("padding", 0),
+                                   kw.get("ceil_mode", False), cip, None)
+            np.testing.assert_array_equal(y, Fn.avg_pool2d(np.asfortranarray(x), **kw, count_include_pad=cip))
+    x = np.zeros((2, 3, 6, 6), dtype)
+    for bad in [dict(kernel_size=2, padding=2), dict(kernel_size=7), dict(kernel_size=True),
+                dict(kernel_size=2.0), dict(kernel_size=2, stride=0), dict(kernel_size=2, stride=-1),
+                dict(kernel_size=(2, 2, 2)), dict(kernel_size=2, dilation=0), dict(kernel_size=2, padding=-1),
+                dict(kernel_size=2, stride=[])]:
+        a = (bad["kernel_size"], bad.get("stride"), bad.get("padding", 0), bad.get("dilation", 1), False)
+        assert _C.max_pool2d_fast(x, *a, False) is None, bad
+    for xb in (np.zeros((0, 3, 6, 6), dtype), np.zeros((3, 6, 6), dtype), np.zeros((2, 3, 6, 6), np.int32),
+               np.zeros((2, 3, 6, 6), dtype)[:, :, ::2]):
+        assert _C.max_pool2d_fast(xb, 2, None, 0, 1, False, False) is None
+    assert _C.avg_pool2d_fast(x, 2, None, 0, False, True, 3) is None  # divisor_override: checked path
+
+
 def test_stride_none_means_kernel_size():
     x = np.random.default_rng(0).standard_normal((2, 3, 9, 8))
     np.testing.assert_array_equal(pyconv.max_pool2d(x, (3, 2)),
