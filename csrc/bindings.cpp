@@ -447,7 +447,7 @@ bool pool_fast_params(py::handle x_obj, py::handle kernel_size, py::handle strid
       ph < 0 || pw < 0 || 2 * ph > kh || 2 * pw > kw)
     return false;
   auto out = [&](i64 size, i64 k, i64 s, i64 pad, i64 dil, i64* o) {
-    const i64 span = size + 2 * pad - dil * (k - 1) - 1;  // < 2^33: no overflow
+    const i64 span = size + 2 * pad - dil * (k - 1) - 1;  // each term below 2^62: no overflow
     if (span < 0) return false;
     *o = (span + (ceil_mode ? s - 1 : 0)) / s + 1;
     if (ceil_mode && (*o - 1) * s >= size + pad) --*o;  // the last window starts inside
@@ -904,6 +904,8 @@ DType optim_arrays(const py::array& p, std::initializer_list<std::pair<const py:
 void py_sgd_update(py::array& p, const py::array& g, const py::object& buf, double lr, double momentum,
                    double dampening, bool nesterov, int mode) {
   if (mode < 0 || mode > 2) throw py::value_error("sgd_update: mode must be 0, 1 or 2");
+  if (mode != 0 && !py::isinstance<py::array>(buf))
+    throw py::type_error("sgd_update: momentum_buffer must be an array with momentum");
   py::array b = mode == 0 ? p : py::reinterpret_borrow<py::array>(buf);
   const DType d = optim_arrays(p, {{&g, "grad"}, {&b, "momentum_buffer"}});
   if (mode) require_writable(b, "momentum_buffer");
@@ -918,6 +920,8 @@ void py_sgd_update(py::array& p, const py::array& g, const py::object& buf, doub
 void py_adam_update(py::array& p, const py::array& g, py::array& m, py::array& v, const py::object& vmax,
                     bool decoupled, double decay, double w, bool far, double beta2, double rsbc2, double eps,
                     double step_size) {
+  if (!vmax.is_none() && !py::isinstance<py::array>(vmax))
+    throw py::type_error("adam_update: max_exp_avg_sq must be an array or None");
   py::array vm = vmax.is_none() ? m : py::reinterpret_borrow<py::array>(vmax);
   const DType d = optim_arrays(p, {{&g, "grad"}, {&m, "exp_avg"}, {&v, "exp_avg_sq"}, {&vm, "max_exp_avg_sq"}});
   require_writable(m, "exp_avg");

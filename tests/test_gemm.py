@@ -215,7 +215,7 @@ def test_few_rows_and_outer_products(isa, dt):
         b0 = rng.standard_normal((k, n)).astype(dt)
         wide = np.zeros((k, 2048 // np.dtype(dt).itemsize), dt)  # rows 2 KiB apart
         wide[:, :n] = b0
-        for b in (b0, np.asfortranarray(b0), wide[:, :n], b0[::-1][::-1]):
+        for b in (b0, np.asfortranarray(b0), wide[:, :n], b0[::-1], b0[:, ::-1]):
             c = np.full((m, n), np.nan, dtype=dt)
             _C.gemm(a, b, c, 0.0, isa, 1)
             _check(c, a, b)
@@ -230,12 +230,15 @@ def test_few_rows_and_outer_products(isa, dt):
                 _C.gemm(a, b, out, beta, isa)
                 _check(out, a, b, beta, c0)
                 assert np.isnan(big[[0, -1]]).all() and np.isnan(big[:, :3]).all() and np.isnan(big[:, n + 3:]).all()
-    # k == 1 is exactly the rounded product (plus C for beta 1)
+    # k == 1 is exactly the kernels' arithmetic: the rounded product added to
+    # a +0 accumulator (a -0 product gives +0), plus C for beta 1
     a = rng.standard_normal((9, 1)).astype(dt)
+    a[2] = 0
     b = rng.standard_normal((1, 70)).astype(dt)
     c = np.empty((9, 70), dt)
     _C.gemm(a, b, c, 0.0, isa)
     np.testing.assert_array_equal(c, a * b)
+    assert not np.signbit(c[2]).any()
     c0 = rng.standard_normal((9, 70)).astype(dt)
     c = c0.copy()
     _C.gemm(a, b, c, 1.0, isa)

@@ -222,6 +222,26 @@ def test_fused_update_same_bits_as_numpy(cfg, dtype):
                     np.testing.assert_array_equal(v, opt_s.state[ps][k], err_msg=f"{where} {k}")
 
 
+def test_fused_update_bindings_refuse_bad_state():
+    """The C++ updates behind SGD / Adam check their arrays (a wrong type is
+    a TypeError, not a crash)."""
+    from pyconv import _C
+    p = np.zeros(4, np.float32)
+    g = np.ones(4, np.float32)
+    with pytest.raises(TypeError):
+        _C.sgd_update(p, g, None, 0.1, 0.9, 0.0, False, 1)
+    with pytest.raises(TypeError):
+        _C.sgd_update(p, g, [0.0] * 4, 0.1, 0.9, 0.0, False, 2)
+    with pytest.raises(ValueError):
+        _C.sgd_update(p, g, np.zeros(3, np.float32), 0.1, 0.9, 0.0, False, 2)
+    with pytest.raises(TypeError):
+        _C.adam_update(p, g, np.zeros(4, np.float32), np.zeros(4, np.float32), [0.0] * 4, False, 1.0,
+                       0.1, False, 0.999, 1.0, 1e-8, 0.1)
+    with pytest.raises((TypeError, ValueError)):
+        _C.adam_update(p, g.astype(np.float64), np.zeros(4, np.float32), np.zeros(4, np.float32), None,
+                       False, 1.0, 0.1, False, 0.999, 1.0, 1e-8, 0.1)
+
+
 @pytest.mark.parametrize("name", ["SGD", "Adam"])
 def test_fused_update_thread_count_independent(name, restore_threads):
     """A parameter big enough to split between threads: same bits on 1 and 2."""

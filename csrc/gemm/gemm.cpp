@@ -574,9 +574,9 @@ template bool gemm_reads_a_in_place<double>(const GemmKernel<double>&, i64, i64,
 namespace {
 
 // C := a b (+ C) for k == 1 and beta 0 or 1: the kernel's arithmetic
-// exactly (one rounded product per element, then C added), without a
-// register tile per dozen stores. A fully connected layer's weight gradient
-// at batch 1.
+// exactly (one rounded product added to a +0 accumulator, so a -0 product
+// gives +0, then C added), without a register tile per dozen stores. A
+// fully connected layer's weight gradient at batch 1.
 template <typename T>
 void outer_product(i64 m, i64 n, const T* A, i64 rsa, const T* B, i64 csb, T beta, T* C, i64 ldc,
                    int nthreads) {
@@ -589,11 +589,14 @@ void outer_product(i64 m, i64 n, const T* A, i64 rsa, const T* B, i64 csb, T bet
     if (csb == 1) {
       const T* __restrict b = B;
       if (beta == T(0))
-        for (i64 j = 0; j < n; ++j) c[j] = a * b[j];
+        for (i64 j = 0; j < n; ++j) c[j] = a * b[j] + T(0);
       else
-        for (i64 j = 0; j < n; ++j) c[j] = a * b[j] + c[j];
+        for (i64 j = 0; j < n; ++j) c[j] = (a * b[j] + T(0)) + c[j];
     } else {
-      for (i64 j = 0; j < n; ++j) c[j] = beta == T(0) ? a * B[j * csb] : a * B[j * csb] + c[j];
+      for (i64 j = 0; j < n; ++j) {
+        const T ab = a * B[j * csb] + T(0);
+        c[j] = beta == T(0) ? ab : ab + c[j];
+      }
     }
   }
 }

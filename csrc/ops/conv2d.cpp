@@ -29,8 +29,8 @@ inline int omp_get_thread_num() { return 0; }
 #include "gemm/gemm.h"
 #include "ops/depthwise.h"
 #include "ops/im2col.h"
+#include "ops/plane.h"
 #include "ops/stream_store.h"
-#include "ops/vmath.h"
 #include "ops/winograd.h"
 
 namespace pyconv {
@@ -261,18 +261,15 @@ void pad_image(const Conv2dParams& p, const WideGeom& g, const T* x, T* pad, i64
   if (rows < 0) rows = g.Hp;
   const i64 planes = p.C * g.phases();
   const int nt = nthreads == 1 ? 1 : threads_for(double(planes) * rows * g.Wp * sizeof(T), 1.0e6);
-  void (*every_other)(const T*, i64, T*) = nullptr;  // SIMD gather for stride 2
-  void (*split2)(const T*, i64, i64, T*, T*) = nullptr;  // ... both phases at once
+  bool (*split2)(const T*, i64, T*, T*, bool) = nullptr;  // SIMD even / odd split
   if constexpr (std::is_same_v<T, float>)
-    if (const VMathF32* vm = vmath_f32()) {
-      every_other = vm->every_other;
-      split2 = vm->split_even_odd;
-    }
+    if (const PlaneF32* k = plane_f32()) split2 = k->split2;
   if (g.SW == 2 && split2) {
     // Phases (a, 0) and (a, 1) from one pass over each source row: the
     // phase whose columns start at an even ix takes the even elements.
     // ix = j * 2 + b - PL lies in [0, W) for j in [lo[b], hi[b]); its first
-    // ix is 0 or 1 (PL >= 0 with stride 2).
+    // ix is 0 or 1 (PL >= 0 with stride 2), and the two phases' counts differ
+    // by at most one, the even one's the larger: one run of their sum.
     i64 lo[2], hi[2];
     for (int b = 0; b < 2; ++b) {
       lo[b] = first_at_least(0, b - p.PL, 2, g.Wp);
@@ -295,8 +292,8 @@ void pad_image(const Conv2dParams& p, const WideGeom& g, const T* x, T* pad, i64
           std::fill(d[b], d[b] + lo[b], T(0));
           std::fill(d[b] + hi[b], d[b] + g.Wp, T(0));
         }
-        split2(x + (c * p.H + iy) * p.W, hi[be] - lo[be], hi[1 - be] - lo[1 - be], d[be] + lo[be],
-               d[1 - be] + lo[1 - be]);
+        split2(x + (c * p.H + iy) * p.W, hi[0] - lo[0] + hi[1] - lo[1], d[be] + lo[be],
+               d[1 - be] + lo[1 - be], false);
       }
     }
     return;
@@ -319,8 +316,6 @@ void pad_image(const Conv2dParams& p, const WideGeom& g, const T* x, T* pad, i64
       std::fill(d, d + lo, T(0));
       if (g.SW == 1)
         std::copy(s + lo, s + hi, d + lo);
-      else if (g.SW == 2 && every_other && hi > lo)
-        every_other(s + 2 * lo, hi - lo, d + lo);
       else
         for (i64 j = lo; j < hi; ++j) d[j] = s[j * g.SW];
       std::fill(d + hi, d + g.Wp, T(0));
@@ -958,10 +953,12 @@ void weight_chunk(const Conv2dParams& p, const WeightChunks& ch, i64 c, const T*
     // segments accumulate in order.
     const i64 HW = p.H * p.W;
     // dW_g [OCg x Cg] (+)= dy_g [OCg x k] x_g^T [k x Cg], the rows of dy_g and
-    // x_g rd and rx apart. With few output channels (OCg <= 4 NR < Cg:
-    // ResNet-50's 256 -> 64), as dW_g^T = x_g dy_g^T instead: the in-place-A
-    // GEMM reads the x rows where they are rather than packing them (the
-    // larger operand), into scratch added back transposed.
+    // x_g rd and rx apart. When the transposed product would read its A (the
+    // x rows) in place and this one would not (few output channels, OCg <=
+    // 4 NR, against more input channels or OCg < MR: ResNet-50's 256 -> 64),
+    // as dW_g^T = x_g dy_g^T instead: the in-place-A GEMM reads the x rows
+    // where they are rather than packing them, into scratch added back
+    // transposed.
     const bool swap = gemm_reads_a_in_place(kern, Cg, OCg, kern.kc, i64(1)) &&
                       !gemm_reads_a_in_place(kern, OCg, Cg, kern.kc, i64(1));
     std::vector<i64> offs(std::max(Cg, OCg));
@@ -986,7 +983,7 @@ void weight_chunk(const Conv2dParams& p, const WeightChunks& ch, i64 c, const T*
     // gathered into [C][L] and [OC][L] instead (a copy of about (C + OC) * L
     // elements against (segments - 1) passes over OC x C) and multiplied once.
     const i64 L = (u1 - u0) * p.OW;
-    if ((u1 - u0) * p.OW > p.OHW() && p.OHW() < kern.kc) {
+    if (L > p.OHW() && p.OHW() < kern.kc) {
       T* xc = buf;
       T* dyc = buf + (p.C * L + 15) / 16 * 16;
       const int nt = nthreads == 1 ? 1 : threads_for(double(p.C + p.OC) * L * 2 * sizeof(T), 1.0e6);

@@ -273,15 +273,6 @@ void for_each_band(const PlaneF32* k, const float* src, i64 S, i64 Ws, i64 top, 
   }
 }
 
-// out (R_total x n, row stride n) := k->rows over a plane, band by band.
-void band_rows(const PlaneF32* k, const float* src, i64 S, i64 Ws, i64 top, i64 left, i64 pitch,
-               const i64* off, const float* w, float bias, bool accumulate, float* out, i64 R_total,
-               i64 n, float* buf) {
-  for_each_band(k, src, S, Ws, top, left, pitch, R_total, buf, [&](i64 r0, i64 R) {
-    k->rows(buf, pitch, off, w, 9, bias, accumulate, out + r0 * n, n, R, n);
-  });
-}
-
 // 3x3 stride-1 undilated depthwise (multiplier 1) on maps narrower than
 // the rows path's 32 columns: 8 channels per vector (dw3c8_*; MobileNet's
 // 14x14 and 7x7 layers), buffers of at most 4096 pixels.
@@ -325,15 +316,16 @@ bool forward_simd(const Conv2dParams& p, const float* x, const float* w, const f
   const PhaseLayout L(p);
   if (!L.ok) return false;
   const i64 mult = p.OC / p.C, OHW = p.OHW(), KK = p.KH * p.KW, planes = p.N * p.C;
-  if (unit3x3_wide(p)) {
-    const std::vector<i64> off = band_offsets(L.off, 0, L.pitch);
+  if (unit3x3_wide(p)) {  // each band copied once for all mult output channels
     for_each_unit(simd_threads(p, planes), band_buffer(L.pitch), planes, [&](i64 i, float* buf) {
       const i64 n = i / p.C, c = i % p.C;
-      for (i64 m = 0; m < mult; ++m) {
-        const i64 oc = c * mult + m;
-        band_rows(k, x + i * p.H * p.W, p.H, p.W, p.PT, p.PL, L.pitch, off.data(), w + oc * KK,
-                  b ? b[oc] : 0.0f, false, y + (n * p.OC + oc) * OHW, p.OH, p.OW, buf);
-      }
+      for_each_band(k, x + i * p.H * p.W, p.H, p.W, p.PT, p.PL, L.pitch, p.OH, buf, [&](i64 r0, i64 R) {
+        for (i64 m = 0; m < mult; ++m) {
+          const i64 oc = c * mult + m;
+          k->rows(buf, L.pitch, L.off.data(), w + oc * KK, (int)KK, b ? b[oc] : 0.0f, false,
+                  y + (n * p.OC + oc) * OHW + r0 * p.OW, p.OW, R, p.OW);
+        }
+      });
     });
     return true;
   }
@@ -385,10 +377,14 @@ bool backward_data_simd(const Conv2dParams& p, const float* dy, const float* w, 
     const std::vector<i64> off = band_offsets(L.off, L.OY0 + p.PT - 2, L.pitch);
     for_each_unit(simd_threads(p, planes), band_buffer(L.pitch), planes, [&](i64 i, float* buf) {
       const i64 n = i / p.C, c = i % p.C;
-      for (i64 m = 0; m < mult; ++m) {
+      for (i64 m = 0; m < mult; ++m) {  // each output channel's dy rows, accumulated
         const i64 oc = c * mult + m;
-        band_rows(k, dy + (n * p.OC + oc) * OHW, p.OH, p.OW, 2 - p.PT, L.OX0, L.pitch, off.data(),
-                  w + oc * KK, 0.0f, m > 0, dx + i * p.H * p.W, p.H, p.W, buf);
+        float* dxp = dx + i * p.H * p.W;
+        for_each_band(k, dy + (n * p.OC + oc) * OHW, p.OH, p.OW, 2 - p.PT, L.OX0, L.pitch, p.H, buf,
+                      [&](i64 r0, i64 R) {
+                        k->rows(buf, L.pitch, off.data(), w + oc * KK, (int)KK, 0.0f, m > 0,
+                                dxp + r0 * p.W, p.W, R, p.W);
+                      });
       }
     });
     return true;

@@ -104,9 +104,6 @@ struct VMathF32 {
   void (*bn_dx)(const float* g, const float* x, i64 n, float k, float a, float m, float bc, float* d);
   // dst[i] = src[2 i] for i < n (reads src[0 .. 2n - 2]).
   void (*every_other)(const float* src, i64 n, float* dst);
-  // even[i] = src[2 i] for i < ne, odd[i] = src[2 i + 1] for i < no: one
-  // pass that splits a row into its two stride-2 phases.
-  void (*split_even_odd)(const float* src, i64 ne, i64 no, float* even, float* odd);
   // dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols (no overlap).
   void (*transpose)(const float* src, i64 rows, i64 cols, i64 lds, float* dst, i64 ldd);
   // One output row of 2x2 stride-2 max pooling: y[o] = max of r0[2o],

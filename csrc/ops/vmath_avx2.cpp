@@ -884,19 +884,6 @@ void every_other_f32(const float* src, i64 n, float* dst) {
   for (; i < n; ++i) dst[i] = src[2 * i];
 }
 
-void split_even_odd_f32(const float* src, i64 ne, i64 no, float* even, float* odd) {
-  const i64 both = std::min(ne, no);
-  i64 i = 0;
-  for (; i + 8 <= both; i += 8) {  // reads src[2i .. 2i + 15], all below 2 * both
-    V e, o;
-    deinterleave16(src + 2 * i, &e, &o);
-    _mm256_storeu_ps(even + i, e);
-    _mm256_storeu_ps(odd + i, o);
-  }
-  for (i64 j = i; j < ne; ++j) even[j] = src[2 * j];
-  for (i64 j = i; j < no; ++j) odd[j] = src[2 * j + 1];
-}
-
 // 8x8 tiles through registers, the edges element by element.
 void transpose_f32(const float* src, i64 rows, i64 cols, i64 lds, float* dst, i64 ldd) {
   i64 r = 0;
@@ -982,7 +969,6 @@ const VMathF32 vmath_f32_avx2 = {
     bn_affine_f32,
     bn_dx_f32,
     every_other_f32,
-    split_even_odd_f32,
     transpose_f32,
     max_pool2x2_row_f32,
 };
