@@ -887,10 +887,18 @@ i64 chunk_elems(const Conv2dParams& p, const WeightChunks& ch) {
   return (p.C * p.KH * p.KW * L + 15) / 16 * 16 + p.OC * L;
 }
 
+// What a thread's chunk buffer holds from its previous chunk of the same
+// call: the wide kind's dy spread layout (L, dw), whose zero columns the
+// next chunk of the same layout need not write again. (-1: nothing known.)
+struct SpreadMemo {
+  i64 L = -1, dw = -1;
+};
+
 // Builds chunk c in buf and accumulates its product into out (beta 0 or 1).
+// memo: this buffer's SpreadMemo within the call.
 template <typename T>
 void weight_chunk(const Conv2dParams& p, const WeightChunks& ch, i64 c, const T* dy, const T* x,
-                  T* buf, T beta, T* out, int nthreads) {
+                  T* buf, T beta, T* out, int nthreads, SpreadMemo* memo) {
   const GemmKernel<T>& kern = active_gemm_kernel<T>();
   const i64 K = p.K(), OCg = p.OCg(), Cg = p.Cg(), OHW = p.OHW();
   const i64 u0 = c * ch.per_chunk, u1 = std::min(ch.total, u0 + ch.per_chunk);
@@ -915,17 +923,23 @@ void weight_chunk(const Conv2dParams& p, const WeightChunks& ch, i64 c, const T*
     // P[c][phase][i] = phase plane rows of image n0+i; dyw[oc][i] = dy spread
     // to wide columns (zeros at the columns that are not outputs).
     const int nt = nthreads == 1 ? 1 : threads_for(double(p.OC) * dw * sizeof(T), 1.0e6);
+    // The zeros between and after the rows: already in place when this
+    // buffer's previous chunk had the same layout (the copies below only
+    // ever write the output columns).
+    const bool zeros_in_place = memo->L == L && memo->dw == dw;
     for (i64 i = 0; i < nb; ++i) {
       pad_image(p, g, x + (n0 + i) * p.C * p.H * p.W, P + i * pl, cs, ps, nthreads, oy0, Hb);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
       for (i64 oc = 0; oc < p.OC; ++oc) {
         T* d = dyw + oc * L + i * dw;
         const T* s = dy + ((n0 + i) * p.OC + oc) * OHW;
-        std::fill(d, d + dw, T(0));
+        if (!zeros_in_place) std::fill(d, d + dw, T(0));
         for (i64 oy = oy0; oy < oy1; ++oy)
           std::copy(s + oy * p.OW, s + (oy + 1) * p.OW, d + (oy - oy0) * g.Wp);
       }
     }
+    memo->L = L;
+    memo->dw = dw;
     std::fill(P + p.C * cs, P + p.C * cs + g.plane + kWideSlack, T(0));
     const std::vector<i64> coff = tap_offsets(p, g, cs, ps);
     // In a serial chunk with a dot-product kernel, the rows are read in
@@ -1063,7 +1077,9 @@ void conv2d_backward_weight(const Conv2dParams& p, const T* dy, const T* x, T* d
   const i64 nchunks = ch.count(), per = chunk_elems(p, ch);
   if (!split || nchunks == 1) {
     T* buf = s.get<T>(0, per);
-    for (i64 c = 0; c < nchunks; ++c) weight_chunk(p, ch, c, dy, x, buf, c == 0 ? T(0) : T(1), dw, 0);
+    SpreadMemo memo;
+    for (i64 c = 0; c < nchunks; ++c)
+      weight_chunk(p, ch, c, dy, x, buf, c == 0 ? T(0) : T(1), dw, 0, &memo);
     return;
   }
   const i64 nslots = std::min<i64>(nchunks, 32);
@@ -1076,11 +1092,12 @@ void conv2d_backward_weight(const Conv2dParams& p, const T* dy, const T* x, T* d
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     T* buf = bufs[omp_get_thread_num()];
+    SpreadMemo memo;  // this thread's buffer
 #pragma omp for schedule(dynamic, 1)
     for (i64 sl = 0; sl < nslots; ++sl)
       capture.run([&] {
         for (i64 c = sl; c < nchunks; c += nslots)
-          weight_chunk(p, ch, c, dy, x, buf, c == sl ? T(0) : T(1), partial + sl * dw_elems, 1);
+          weight_chunk(p, ch, c, dy, x, buf, c == sl ? T(0) : T(1), partial + sl * dw_elems, 1, &memo);
       });
   }
   capture.rethrow();
