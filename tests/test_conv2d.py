@@ -691,6 +691,9 @@ PHASE_CASES = [
     # small OC x taps): chunks of 1024, a k % 8 tail, edge tiles of 4 x 3
     ConvCase("dot-rows-c3", 8, 3, 32, 32, 5, 3, 3, padding=1),
     ConvCase("dot-rows-s2-c2", 8, 2, 45, 47, 7, 5, 5, stride=2, padding=2),
+    # ... with output rows of a multiple of 8: dy read in place row by row
+    # (2-D dot products), over more rows than one partial-sum chunk
+    ConvCase("dot-rows-2d-tall", 2, 3, 80, 16, 5, 3, 3, padding=1),
     # 1x1 backward-weight on maps smaller than a k block: a chunk's image
     # segments gathered into one product (several images, groups, channel
     # counts off the register tile)

@@ -77,6 +77,12 @@ struct GemmKernel {
     ukernel_rows_fn<T> fn_rows;
   };
   ShortRows short_rows[2] = {};
+  // Optional: dot_rows over a 2-D reduction, R rows of W values (W a
+  // multiple of 8), row r of a[i] at a[i] + r * lda and of b[j] at
+  // b[j] + r * ldb: operands whose rows have different pitches (dy in
+  // place against the wider rows of a padded image).
+  void (*dot_rows_2d)(i64 m, i64 n, i64 R, i64 W, const T* const* a, i64 lda, const T* const* b,
+                      i64 ldb, T beta, T* c, i64 ldc) = nullptr;
 };
 
 // The short-row kernels for a tile of mr rows (gemm.h, GemmKernel), or
@@ -94,6 +100,8 @@ void spack_streams__avx2(const float* const* src, i64 kc, int nr, float* dst);
 void spack_a6__avx2(const float* a, i64 rsa, i64 mr, i64 kc, float* dst);
 void sdot_rows__avx2(i64 m, i64 n, i64 k, const float* const* a, const float* const* b, float beta,
                      float* c, i64 ldc);
+void sdot_rows_2d__avx2(i64 m, i64 n, i64 R, i64 W, const float* const* a, i64 lda, const float* const* b,
+                        i64 ldb, float beta, float* c, i64 ldc);
 
 // The kernel table: one entry per ISA and dtype (dispatch.cpp).
 template <typename T>

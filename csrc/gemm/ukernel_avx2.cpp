@@ -133,48 +133,52 @@ void spack_a6__avx2(const float* a, i64 rsa, i64 mr, i64 kc, float* dst) {
 
 // C[i][j] := sum_p a[i][p] * b[j][p] + beta * C[i][j] in tiles of 4 x 3
 // dot products, 8 lanes of p per step (12 accumulators, 7 loads per 12
-// FMAs). p runs in chunks of 1024, all tiles per chunk, so a chunk of the
-// b rows stays in L2 while the a rows sweep it; the 8-lane partial sums
-// wait in `part` between chunks. Each lane sums its p in order, the lanes
-// are folded in a fixed tree and the k % 8 tail is added last: the result
-// depends on the shape only. Edge tiles repeat a valid row and drop it.
+// FMAs). The reduction is R rows of W values (W a multiple of 8; row r of
+// operand a at a[i] + r * lda, of b at b[j] + r * ldb), taken in chunks of
+// about 1024 values (whole rows), all tiles per chunk, so a chunk of the b
+// rows stays in L2 while the a rows sweep it; the 8-lane partial sums wait
+// in `part` between chunks. Each lane sums its values in order, the lanes
+// are folded in a fixed tree and a flat tail (tail values at a[i] + toff)
+// is added last: the result depends on the shape only. Edge tiles repeat a
+// valid row and drop it. A flat reduction of k values is R = k / 8 rows of
+// 8, lda = ldb = 8, and the k % 8 tail.
 namespace {
 
-// sdot_rows in register blocks of U rows x W columns (edge blocks repeat
+// dot_rows in register blocks of U rows x V columns (edge blocks repeat
 // their last row / column and drop the copies).
-template <int U, int W>
-void dot_rows_blocks(i64 m, i64 n, i64 k, const float* const* a, const float* const* b, float beta,
-                     float* c, i64 ldc) {
-  constexpr i64 kChunk = 1024;
-  const i64 k8 = k / 8 * 8;
+template <int U, int V>
+void dot_rows_blocks(i64 m, i64 n, i64 R, i64 W, i64 lda, i64 ldb, i64 tail, i64 toff,
+                     const float* const* a, const float* const* b, float beta, float* c, i64 ldc) {
+  const i64 chunk_rows = W >= 1024 ? 1 : 1024 / W;
   thread_local std::vector<float> part;
-  const bool chunked = k8 > kChunk;
+  const bool chunked = R > chunk_rows;
   if (chunked && part.size() < std::size_t(m * n * 8)) part.resize(std::size_t(m * n * 8));
-  for (i64 p0 = 0; p0 < k8 || p0 == 0; p0 += kChunk) {
-    const i64 p1 = std::min(k8, p0 + kChunk);
-    const bool last = p1 == k8;
+  for (i64 r0 = 0; r0 < R || r0 == 0; r0 += chunk_rows) {
+    const i64 r1 = std::min(R, r0 + chunk_rows);
+    const bool last = r1 == R;
     for (i64 i0 = 0; i0 < m; i0 += U)
-      for (i64 j0 = 0; j0 < n; j0 += W) {
+      for (i64 j0 = 0; j0 < n; j0 += V) {
         const float* ar[U];
-        const float* br[W];
+        const float* br[V];
         for (int u = 0; u < U; ++u) ar[u] = a[std::min<i64>(i0 + u, m - 1)];
-        for (int v = 0; v < W; ++v) br[v] = b[std::min<i64>(j0 + v, n - 1)];
-        __m256 acc[U][W];
+        for (int v = 0; v < V; ++v) br[v] = b[std::min<i64>(j0 + v, n - 1)];
+        __m256 acc[U][V];
         for (int u = 0; u < U; ++u)
-          for (int v = 0; v < W; ++v)
-            acc[u][v] = p0 > 0 && i0 + u < m && j0 + v < n
+          for (int v = 0; v < V; ++v)
+            acc[u][v] = r0 > 0 && i0 + u < m && j0 + v < n
                             ? _mm256_loadu_ps(&part[((i0 + u) * n + j0 + v) * 8])
                             : _mm256_setzero_ps();
-        for (i64 p = p0; p < p1; p += 8) {
-          __m256 bv[W];
-          for (int v = 0; v < W; ++v) bv[v] = _mm256_loadu_ps(br[v] + p);
-          for (int u = 0; u < U; ++u) {
-            const __m256 av = _mm256_loadu_ps(ar[u] + p);
-            for (int v = 0; v < W; ++v) acc[u][v] = _mm256_fmadd_ps(av, bv[v], acc[u][v]);
+        for (i64 r = r0; r < r1; ++r)
+          for (i64 p = 0; p < W; p += 8) {
+            __m256 bv[V];
+            for (int v = 0; v < V; ++v) bv[v] = _mm256_loadu_ps(br[v] + r * ldb + p);
+            for (int u = 0; u < U; ++u) {
+              const __m256 av = _mm256_loadu_ps(ar[u] + r * lda + p);
+              for (int v = 0; v < V; ++v) acc[u][v] = _mm256_fmadd_ps(av, bv[v], acc[u][v]);
+            }
           }
-        }
         for (int u = 0; u < U && i0 + u < m; ++u)
-          for (int v = 0; v < W && j0 + v < n; ++v) {
+          for (int v = 0; v < V && j0 + v < n; ++v) {
             if (!last) {
               _mm256_storeu_ps(&part[((i0 + u) * n + j0 + v) * 8], acc[u][v]);
               continue;
@@ -182,7 +186,7 @@ void dot_rows_blocks(i64 m, i64 n, i64 k, const float* const* a, const float* co
             const __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc[u][v]), _mm256_extractf128_ps(acc[u][v], 1));
             const __m128 q = _mm_add_ps(h, _mm_movehl_ps(h, h));
             float sum = _mm_cvtss_f32(_mm_add_ss(q, _mm_shuffle_ps(q, q, 1)));
-            for (i64 p = k8; p < k; ++p) sum += ar[u][p] * br[v][p];
+            for (i64 t = 0; t < tail; ++t) sum += ar[u][toff + t] * br[v][toff + t];
             float* cij = c + (i0 + u) * ldc + j0 + v;
             *cij = beta == 0.0f ? sum : sum + beta * *cij;
           }
@@ -191,15 +195,26 @@ void dot_rows_blocks(i64 m, i64 n, i64 k, const float* const* a, const float* co
   }
 }
 
-}  // namespace
-
 // 4 x 3 blocks; one or two columns take 8 x 1 / 6 x 2 blocks instead (a
 // 4 x 3 block repeating one column did three times the work).
+void dot_rows_any(i64 m, i64 n, i64 R, i64 W, i64 lda, i64 ldb, i64 tail, i64 toff,
+                  const float* const* a, const float* const* b, float beta, float* c, i64 ldc) {
+  if (n == 1) return dot_rows_blocks<8, 1>(m, n, R, W, lda, ldb, tail, toff, a, b, beta, c, ldc);
+  if (n == 2) return dot_rows_blocks<6, 2>(m, n, R, W, lda, ldb, tail, toff, a, b, beta, c, ldc);
+  dot_rows_blocks<4, 3>(m, n, R, W, lda, ldb, tail, toff, a, b, beta, c, ldc);
+}
+
+}  // namespace
+
 void sdot_rows__avx2(i64 m, i64 n, i64 k, const float* const* a, const float* const* b, float beta,
                      float* c, i64 ldc) {
-  if (n == 1) return dot_rows_blocks<8, 1>(m, n, k, a, b, beta, c, ldc);
-  if (n == 2) return dot_rows_blocks<6, 2>(m, n, k, a, b, beta, c, ldc);
-  dot_rows_blocks<4, 3>(m, n, k, a, b, beta, c, ldc);
+  const i64 k8 = k / 8 * 8;
+  dot_rows_any(m, n, k8 / 8, 8, 8, 8, k - k8, k8, a, b, beta, c, ldc);
+}
+
+void sdot_rows_2d__avx2(i64 m, i64 n, i64 R, i64 W, const float* const* a, i64 lda, const float* const* b,
+                        i64 ldb, float beta, float* c, i64 ldc) {
+  dot_rows_any(m, n, R, W, lda, ldb, 0, 0, a, b, beta, c, ldc);
 }
 
 const GemmKernel<float> sgemm_avx2 = {"sgemm_ukernel_6x16__avx2", Isa::avx2, 6, 16, 144, 256, 4096,
@@ -207,7 +222,8 @@ const GemmKernel<float> sgemm_avx2 = {"sgemm_ukernel_6x16__avx2", Isa::avx2, 6, 
                                       spack_streams__avx2, spack_a6__avx2, sdot_rows__avx2,
                                       sgemm_ukernel_arows_6x16__avx2, sgemm_ukernel_arows_6x8__avx2,
                                       {{2, sgemm_ukernel_2x16__avx2, sgemm_ukernel_rows_2x16__avx2},
-                                       {4, sgemm_ukernel_4x16__avx2, sgemm_ukernel_rows_4x16__avx2}}};
+                                       {4, sgemm_ukernel_4x16__avx2, sgemm_ukernel_rows_4x16__avx2}},
+                                      sdot_rows_2d__avx2};
 const GemmKernel<double> dgemm_avx2 = {"dgemm_ukernel_6x8__avx2", Isa::avx2, 6, 8, 96, 256, 2048,
                                        dgemm_ukernel_6x8__avx2, dgemm_ukernel_rows_6x8__avx2,
                                        nullptr, nullptr, nullptr, nullptr, nullptr,

@@ -923,12 +923,21 @@ void weight_chunk(const Conv2dParams& p, const WeightChunks& ch, i64 c, const T*
     // P[c][phase][i] = phase plane rows of image n0+i; dyw[oc][i] = dy spread
     // to wide columns (zeros at the columns that are not outputs).
     const int nt = nthreads == 1 ? 1 : threads_for(double(p.OC) * dw * sizeof(T), 1.0e6);
+    // In a serial chunk with a dot-product kernel, the rows are read in
+    // place: dw = dyw * taps^T has a long reduction (L) and a small m x n
+    // (OC x taps), so packing each element for its few uses cost a large
+    // share of the time. With a 2-D dot kernel and output rows of a multiple
+    // of 8, dy is read in place too, row by row against the taps' wider
+    // rows, image by image: no spread copy.
+    const bool dot = kern.dot_rows && nthreads == 1 && L >= 512 && OCg * K <= 32768;
+    const bool dot2d = dot && kern.dot_rows_2d && p.OW % 8 == 0;
     // The zeros between and after the rows: already in place when this
     // buffer's previous chunk had the same layout (the copies below only
     // ever write the output columns).
     const bool zeros_in_place = memo->L == L && memo->dw == dw;
     for (i64 i = 0; i < nb; ++i) {
       pad_image(p, g, x + (n0 + i) * p.C * p.H * p.W, P + i * pl, cs, ps, nthreads, oy0, Hb);
+      if (dot2d) continue;
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
       for (i64 oc = 0; oc < p.OC; ++oc) {
         T* d = dyw + oc * L + i * dw;
@@ -938,17 +947,23 @@ void weight_chunk(const Conv2dParams& p, const WeightChunks& ch, i64 c, const T*
           std::copy(s + oy * p.OW, s + (oy + 1) * p.OW, d + (oy - oy0) * g.Wp);
       }
     }
-    memo->L = L;
-    memo->dw = dw;
+    if (!dot2d) {
+      memo->L = L;
+      memo->dw = dw;
+    }
     std::fill(P + p.C * cs, P + p.C * cs + g.plane + kWideSlack, T(0));
     const std::vector<i64> coff = tap_offsets(p, g, cs, ps);
-    // In a serial chunk with a dot-product kernel, the rows are read in
-    // place: dw = dyw * taps^T has a long reduction (L) and a small m x n
-    // (OC x taps), so packing each element for its few uses cost a large
-    // share of the time.
-    const bool dot = kern.dot_rows && nthreads == 1 && L >= 512 && OCg * K <= 32768;
     std::vector<const T*> rows_a(dot ? OCg : 0), rows_b(dot ? K : 0);
     for (i64 gi = 0; gi < p.G; ++gi) {
+      if (dot2d) {
+        for (i64 i = 0; i < nb; ++i) {
+          for (i64 o = 0; o < OCg; ++o) rows_a[o] = dy + ((n0 + i) * p.OC + gi * OCg + o) * OHW + oy0 * p.OW;
+          for (i64 t = 0; t < K; ++t) rows_b[t] = P + gi * Cg * cs + coff[t] + i * pl;
+          kern.dot_rows_2d(OCg, K, oy1 - oy0, p.OW, rows_a.data(), p.OW, rows_b.data(), g.Wp,
+                           i == 0 ? beta : T(1), out + gi * OCg * K, K);
+        }
+        continue;
+      }
       if (dot) {
         for (i64 o = 0; o < OCg; ++o) rows_a[o] = dyw + (gi * OCg + o) * L;
         for (i64 t = 0; t < K; ++t) rows_b[t] = P + gi * Cg * cs + coff[t];
