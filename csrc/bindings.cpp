@@ -505,6 +505,43 @@ py::object py_avg_pool2d_fast(py::handle x_obj, py::handle kernel_size, py::hand
   return std::move(y);
 }
 
+// functional.max_pool2d_backward's fast path: plain batched grad_output,
+// C-contiguous int64 indices of its shape and input_shape a tuple of four
+// ints matching its batch and channels; None for anything else, and for an
+// index out of range (the checked path then raises, naming it).
+py::object py_max_pool2d_backward_fast(py::handle dy_obj, py::handle idx_obj, py::handle input_shape) {
+  py::array dy;
+  DType d;
+  if (!plain_array(dy_obj, 4, &dy, &d) || dy.size() == 0) return py::none();
+  auto& api = py::detail::npy_api::get();
+  if (Py_TYPE(idx_obj.ptr()) != api.PyArray_Type_) return py::none();
+  const py::array idx = py::reinterpret_borrow<py::array>(idx_obj);
+  constexpr int need = py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+  if (!idx.dtype().is(py::dtype::of<std::int64_t>()) || idx.ndim() != 4 ||
+      (py::detail::array_proxy(idx_obj.ptr())->flags & need) != need)
+    return py::none();
+  for (int k = 0; k < 4; ++k)
+    if (idx.shape(k) != dy.shape(k)) return py::none();
+  if (!PyTuple_CheckExact(input_shape.ptr()) || PyTuple_GET_SIZE(input_shape.ptr()) != 4) return py::none();
+  i64 s[4];
+  for (int k = 0; k < 4; ++k)
+    if (!small_int(PyTuple_GET_ITEM(input_shape.ptr(), k), &s[k]) || s[k] < 1) return py::none();
+  if (s[0] != dy.shape(0) || s[1] != dy.shape(1)) return py::none();
+  py::array dx = new_array(d, {s[0], s[1], s[2], s[3]});
+  const Pool2dParams p{s[0], s[1], s[2], s[3], 1, 1, 1, 1, 0, 0, 1, 1, dy.shape(2), dy.shape(3)};
+  const auto* ip = static_cast<const std::int64_t*>(idx.data());
+  bool ok = true;
+  {
+    py::gil_scoped_release nogil;
+    with_dtype(d, [&](auto t) {
+      using T = decltype(t);
+      ok = max_pool2d_backward<T>(p, ptr<T>(dy), ip, mut_ptr<T>(dx));
+    });
+  }
+  if (!ok) return py::none();
+  return std::move(dx);
+}
+
 Pool2dParams adaptive_params(const py::array& x, const py::array& y) {
   require_ndim(x, 4, "input");
   require_ndim(y, 4, "output");
@@ -1055,6 +1092,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("avg_pool2d_fast", &py_avg_pool2d_fast, py::arg("x"), py::arg("kernel_size"), py::arg("stride"),
         py::arg("padding"), py::arg("ceil_mode"), py::arg("count_include_pad"), py::arg("divisor_override"),
         "avg_pool2d for a plain batched array and int arguments, or None (see functional.avg_pool2d)");
+  m.def("max_pool2d_backward_fast", &py_max_pool2d_backward_fast, py::arg("grad_output"), py::arg("indices"),
+        py::arg("input_shape"), "max_pool2d_backward for plain arrays, or None (see functional)");
   m.def("max_pool2d_backward", &py_max_pool2d_backward, py::arg("dy"), py::arg("indices"), py::arg("dx"));
   m.def("avg_pool2d_forward", [](const py::array& x, py::array& y, i64 kh, i64 kw, i64 sh, i64 sw,
                                  i64 ph, i64 pw, bool cip, i64 dov) {

@@ -639,6 +639,9 @@ def _scatter_backward(grad_output, indices, input_shape, fn_name):
 
 def max_pool2d_backward(grad_output, indices, input_shape):
     """Gradient of :func:`max_pool2d`: grad_output scattered (added) at ``indices``."""
+    dx = _C.max_pool2d_backward_fast(grad_output, indices, input_shape)  # (see max_pool2d)
+    if dx is not None:
+        return dx
     return _scatter_backward(grad_output, indices, input_shape, "max_pool2d_backward")
 
 

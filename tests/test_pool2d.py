@@ -277,6 +277,31 @@ def test_fast_path_matches_checked_path(dtype):
     assert _C.avg_pool2d_fast(x, 2, None, 0, False, True, 3) is None  # divisor_override: checked path
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_backward_fast_path_matches_checked_path(dtype):
+    """max_pool2d_backward's one-call path (plain arrays, int64 indices, a
+    tuple input_shape) gives the checked path's bits; anything else, and an
+    index out of range, gets None from it, so the checked path runs."""
+    from pyconv import _C
+    for case in MAX_GRID[::5]:
+        x, dy, _, _, _ = _max_ref(case)
+        x, dy = x.astype(dtype), dy.astype(dtype)
+        _, ind = pyconv.max_pool2d(x, **case.kw, return_indices=True)
+        fast = _C.max_pool2d_backward_fast(dy, ind, x.shape)
+        slow = Fn.max_pool2d_backward(np.asfortranarray(dy), ind, list(x.shape))
+        assert fast is not None and fast.dtype == dtype
+        np.testing.assert_array_equal(fast, slow)
+    dy = np.ones((2, 3, 2, 2), dtype)
+    ind = np.zeros((2, 3, 2, 2), np.int64)
+    assert _C.max_pool2d_backward_fast(dy, ind, (2, 3, 4, 4)) is not None
+    for bad in [(dy, ind, [2, 3, 4, 4]), (dy, ind.astype(np.int32), (2, 3, 4, 4)), (dy, ind, (3, 3, 4, 4)),
+                (dy, ind, (2, 3, 0, 4)), (dy, ind[:, :, :1], (2, 3, 4, 4)), (dy, ind + 16, (2, 3, 4, 4)),
+                (dy, ind - 1, (2, 3, 4, 4)), (dy.astype(np.float16), ind, (2, 3, 4, 4))]:
+        assert _C.max_pool2d_backward_fast(*bad) is None
+    with pytest.raises(ValueError, match="out of range"):
+        Fn.max_pool2d_backward(dy, ind + 16, (2, 3, 4, 4))
+
+
 def test_stride_none_means_kernel_size():
     x = np.random.default_rng(0).standard_normal((2, 3, 9, 8))
     np.testing.assert_array_equal(pyconv.max_pool2d(x, (3, 2)),
