@@ -34,6 +34,28 @@ def _check(c, a, b, beta=0.0, c0=None):
     assert err <= tol, f"max err {err} > tol {tol} for shape {a.shape} x {b.shape}"
 
 
+def _check_threads_and_beta(a, b, isa, rng, what):
+    """c = a @ b on 1 thread (beta 0 into NaN: C is never read) against
+    float64, the same bits on 2 threads, and beta 0 / 1 / -0.5 into a C
+    strided inside a NaN border that must stay untouched."""
+    m, n = a.shape[0], b.shape[1]
+    dt = a.dtype
+    c = np.full((m, n), np.nan, dtype=dt)
+    _C.gemm(a, b, c, 0.0, isa, 1)
+    _check(c, a, b)
+    c2 = np.full((m, n), np.nan, dtype=dt)
+    _C.gemm(a, b, c2, 0.0, isa, 2)
+    assert np.array_equal(c, c2), what
+    for beta in (0.0, 1.0, -0.5):
+        c0 = rng.standard_normal((m, n)).astype(dt)
+        big = np.full((m + 2, n + 5), np.nan, dtype=dt)
+        out = big[1:m + 1, 3:n + 3]
+        out[...] = c0
+        _C.gemm(a, b, out, beta, isa)
+        _check(out, a, b, beta, c0)
+        assert np.isnan(big[[0, -1]]).all() and np.isnan(big[:, :3]).all() and np.isnan(big[:, n + 3:]).all()
+
+
 def _sizes(block, extra=()):
     s = {1, 2, block - 1, block, block + 1, 2 * block, 3 * block - 1}
     s.update(extra)
@@ -163,8 +185,8 @@ def test_short_row_tiles(isa, dt):
     a local tile otherwise. Every m up to three tiles, full and partial
     column panels, k across the KC blocks, both A layouts (packed, and read in
     place for narrow products), beta 0 / 1 / -0.5 into a strided C whose
-    border must stay untouched; every element sums its products in the same
-    order, so row i of C does not depend on m."""
+    border must stay untouched, 1 and 2 threads; every element sums its
+    products in the same order, so row i of C does not depend on m."""
     info = _C.gemm_kernel_info(np.dtype(dt).name, isa)
     mr, nr, kc = info["mr"], info["nr"], info["kc"]
     if isa == "avx2":
@@ -176,24 +198,12 @@ def test_short_row_tiles(isa, dt):
         b = rng.standard_normal((k, n)).astype(dt)
         for layout in ("C", "F"):
             for m in range(1, 3 * mr + 1):
-                a = np.array(a_full[:m], order=layout)
-                big = np.full((m + 2, n + 5), np.nan, dtype=dt)
-                out = big[1:m + 1, 3:n + 3]
-                _C.gemm(a, b, out, 0.0, isa)
-                _check(out, a, b)
-                assert np.isnan(big[[0, -1]]).all() and np.isnan(big[:, :3]).all() and np.isnan(big[:, n + 3:]).all()
-                for beta in (1.0, -0.5):
-                    c0 = rng.standard_normal((m, n)).astype(dt)
-                    out[...] = c0
-                    _C.gemm(a, b, out, beta, isa)
-                    _check(out, a, b, beta, c0)
-                    assert np.isnan(big[[0, -1]]).all() and np.isnan(big[:, n + 3:]).all()
+                _check_threads_and_beta(np.array(a_full[:m], order=layout), b, isa, rng, (layout, m, n, k))
+            full = np.empty((3 * mr, n), dtype=dt)
+            _C.gemm(np.array(a_full, order=layout), b, full, 0.0, isa)
             for m in range(1, 3 * mr + 1):  # row i is the same whatever m (same layout)
-                a = np.array(a_full[:m], order=layout)
                 c = np.empty((m, n), dtype=dt)
-                _C.gemm(a, b, c, 0.0, isa)
-                full = np.empty((3 * mr, n), dtype=dt)
-                _C.gemm(np.array(a_full, order=layout), b, full, 0.0, isa)
+                _C.gemm(np.array(a_full[:m], order=layout), b, c, 0.0, isa)
                 assert np.array_equal(c, full[:m]), (layout, m, n, k)
 
 
@@ -216,20 +226,7 @@ def test_few_rows_and_outer_products(isa, dt):
         wide = np.zeros((k, 2048 // np.dtype(dt).itemsize), dt)  # rows 2 KiB apart
         wide[:, :n] = b0
         for b in (b0, np.asfortranarray(b0), wide[:, :n], b0[::-1], b0[:, ::-1]):
-            c = np.full((m, n), np.nan, dtype=dt)
-            _C.gemm(a, b, c, 0.0, isa, 1)
-            _check(c, a, b)
-            c2 = np.full((m, n), np.nan, dtype=dt)
-            _C.gemm(a, b, c2, 0.0, isa, 2)
-            assert np.array_equal(c, c2), (m, n, k)
-            for beta in (1.0, -0.5):
-                c0 = rng.standard_normal((m, n)).astype(dt)
-                big = np.full((m + 2, n + 5), np.nan, dtype=dt)
-                out = big[1:m + 1, 3:n + 3]
-                out[...] = c0
-                _C.gemm(a, b, out, beta, isa)
-                _check(out, a, b, beta, c0)
-                assert np.isnan(big[[0, -1]]).all() and np.isnan(big[:, :3]).all() and np.isnan(big[:, n + 3:]).all()
+            _check_threads_and_beta(a, b, isa, rng, (m, n, k))
     # k == 1 is exactly the kernels' arithmetic: the rounded product added to
     # a +0 accumulator (a -0 product gives +0), plus C for beta 1
     a = rng.standard_normal((9, 1)).astype(dt)
@@ -332,17 +329,4 @@ def test_narrow_c_reads_a_in_place(isa, dt):
     for m, n, k in itertools.product([mr, mr + 1, 5 * mr - 1, 13 * mr + 2], ns, [32, 100, 257, 600]):
         a = rng.standard_normal((m, k)).astype(dt)
         b = rng.standard_normal((k, n)).astype(dt)
-        c = np.full((m, n), np.nan, dtype=dt)
-        _C.gemm(a, b, c, 0.0, isa, 1)
-        _check(c, a, b)
-        c2 = np.full((m, n), np.nan, dtype=dt)
-        _C.gemm(a, b, c2, 0.0, isa, 2)
-        assert np.array_equal(c, c2), (m, n, k)
-        for beta in (1.0, -0.5):
-            c0 = rng.standard_normal((m, n)).astype(dt)
-            big = np.full((m + 2, n + 5), np.nan, dtype=dt)
-            out = big[1:m + 1, 3:n + 3]
-            out[...] = c0
-            _C.gemm(a, b, out, beta, isa)
-            _check(out, a, b, beta, c0)
-            assert np.isnan(big[0]).all() and np.isnan(big[:, :3]).all() and np.isnan(big[:, n + 3:]).all()
+        _check_threads_and_beta(a, b, isa, rng, (m, n, k))

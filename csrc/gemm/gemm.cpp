@@ -301,6 +301,7 @@ void gemm_arows_serial(const GemmKernel<T>& K, i64 m0, i64 m1, i64 n0, i64 n1, i
     for (i64 ir = m0; ir < m1; ir += MR) {
       const i64 mr = std::min<i64>(MR, m1 - ir);
       const T* ap = A + ir * rsa + pc;
+      const TileKernel<T> tk = tile_kernel(K, mr);  // (for a last tile under MR rows)
       if (mr < MR) pack_a(MR, mr, kc, ap, rsa, i64(1), bufA, K.pack_a6);
       for (i64 jr = 0; jr < nc; jr += NR) {
         const i64 nr = std::min<i64>(NR, nc - jr);
@@ -310,10 +311,10 @@ void gemm_arows_serial(const GemmKernel<T>& K, i64 m0, i64 m1, i64 n0, i64 n1, i
           const T* arows[16];  // MR <= 16
           for (i64 i = 0; i < mr; ++i) arows[i] = ap + i * rsa;
           K.dot_rows(mr, nr, kc, arows, bcols, beta_eff, c, ldc);
-        } else if (mr < MR && nr == NR && tile_kernel(K, mr).rows == mr) {
-          tile_kernel(K, mr).fn(kc, bufA, bufB + jr * kc, c, ldc, beta_eff);
+        } else if (mr < MR && nr == NR && tk.rows == mr) {
+          tk.fn(kc, bufA, bufB + jr * kc, c, ldc, beta_eff);
         } else if (mr < MR) {
-          tile_kernel(K, mr).fn(kc, bufA, bufB + jr * kc, tmp, NR, T(0));
+          tk.fn(kc, bufA, bufB + jr * kc, tmp, NR, T(0));
           merge_edge(tmp, NR, mr, nr, c, ldc, beta_eff);
         } else if (nr == NR) {
           K.fn_arows(kc, ap, rsa, bufB + jr * kc, c, ldc, beta_eff);

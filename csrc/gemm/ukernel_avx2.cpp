@@ -54,36 +54,17 @@ void sgemm_ukernel_arows_6x8__avx2(i64 kc, const float* a, i64 lda, const float*
   ukernel_body<VF, 6, 1, false, float, true>(kc, a, b, nullptr, c, ldc, beta, lda);
 }
 // Short row tiles from the same [kc][6] panels (a last tile of m % 6 rows):
-// 4 rows and 2 rows. The 2-row kernel's four FMA chains cannot hide the FMA
-// latency; two sets of accumulators over alternate k steps measured no
-// faster (interleaved A/B) and would change the summation order.
-void sgemm_ukernel_4x16__avx2(i64 kc, const float* a, const float* b, float* c, i64 ldc, float beta) {
-  ukernel_body<VF, 4, 2, false, float, false, 6>(kc, a, b, nullptr, c, ldc, beta);
+// 4 rows and 2 rows, float32 and float64, packed and row-offset B. The
+// 2-row kernel's four FMA chains cannot hide the FMA latency; two sets of
+// accumulators over alternate k steps measured no faster (interleaved A/B)
+// and would change the summation order.
+template <class V, int MR, typename T>
+void ukernel_short(i64 kc, const T* a, const T* b, T* c, i64 ldc, T beta) {
+  ukernel_body<V, MR, 2, false, T, false, 6>(kc, a, b, nullptr, c, ldc, beta);
 }
-void sgemm_ukernel_rows_4x16__avx2(i64 kc, const float* a, const float* b, const i64* boff, float* c,
-                                   i64 ldc, float beta) {
-  ukernel_body<VF, 4, 2, true, float, false, 6>(kc, a, b, boff, c, ldc, beta);
-}
-void sgemm_ukernel_2x16__avx2(i64 kc, const float* a, const float* b, float* c, i64 ldc, float beta) {
-  ukernel_body<VF, 2, 2, false, float, false, 6>(kc, a, b, nullptr, c, ldc, beta);
-}
-void sgemm_ukernel_rows_2x16__avx2(i64 kc, const float* a, const float* b, const i64* boff, float* c,
-                                   i64 ldc, float beta) {
-  ukernel_body<VF, 2, 2, true, float, false, 6>(kc, a, b, boff, c, ldc, beta);
-}
-void dgemm_ukernel_4x8__avx2(i64 kc, const double* a, const double* b, double* c, i64 ldc, double beta) {
-  ukernel_body<VD, 4, 2, false, double, false, 6>(kc, a, b, nullptr, c, ldc, beta);
-}
-void dgemm_ukernel_rows_4x8__avx2(i64 kc, const double* a, const double* b, const i64* boff, double* c,
-                                  i64 ldc, double beta) {
-  ukernel_body<VD, 4, 2, true, double, false, 6>(kc, a, b, boff, c, ldc, beta);
-}
-void dgemm_ukernel_2x8__avx2(i64 kc, const double* a, const double* b, double* c, i64 ldc, double beta) {
-  ukernel_body<VD, 2, 2, false, double, false, 6>(kc, a, b, nullptr, c, ldc, beta);
-}
-void dgemm_ukernel_rows_2x8__avx2(i64 kc, const double* a, const double* b, const i64* boff, double* c,
-                                  i64 ldc, double beta) {
-  ukernel_body<VD, 2, 2, true, double, false, 6>(kc, a, b, boff, c, ldc, beta);
+template <class V, int MR, typename T>
+void ukernel_rows_short(i64 kc, const T* a, const T* b, const i64* boff, T* c, i64 ldc, T beta) {
+  ukernel_body<V, MR, 2, true, T, false, 6>(kc, a, b, boff, c, ldc, beta);
 }
 void dgemm_ukernel_6x8__avx2(i64 kc, const double* a, const double* b, double* c, i64 ldc, double beta) {
   ukernel_body<VD, 6, 2, false>(kc, a, b, nullptr, c, ldc, beta);
@@ -221,13 +202,13 @@ const GemmKernel<float> sgemm_avx2 = {"sgemm_ukernel_6x16__avx2", Isa::avx2, 6, 
                                       sgemm_ukernel_6x16__avx2, sgemm_ukernel_rows_6x16__avx2,
                                       spack_streams__avx2, spack_a6__avx2, sdot_rows__avx2,
                                       sgemm_ukernel_arows_6x16__avx2, sgemm_ukernel_arows_6x8__avx2,
-                                      {{2, sgemm_ukernel_2x16__avx2, sgemm_ukernel_rows_2x16__avx2},
-                                       {4, sgemm_ukernel_4x16__avx2, sgemm_ukernel_rows_4x16__avx2}},
+                                      {{2, ukernel_short<VF, 2, float>, ukernel_rows_short<VF, 2, float>},
+                                       {4, ukernel_short<VF, 4, float>, ukernel_rows_short<VF, 4, float>}},
                                       sdot_rows_2d__avx2};
 const GemmKernel<double> dgemm_avx2 = {"dgemm_ukernel_6x8__avx2", Isa::avx2, 6, 8, 96, 256, 2048,
                                        dgemm_ukernel_6x8__avx2, dgemm_ukernel_rows_6x8__avx2,
                                        nullptr, nullptr, nullptr, nullptr, nullptr,
-                                       {{2, dgemm_ukernel_2x8__avx2, dgemm_ukernel_rows_2x8__avx2},
-                                        {4, dgemm_ukernel_4x8__avx2, dgemm_ukernel_rows_4x8__avx2}}};
+                                       {{2, ukernel_short<VD, 2, double>, ukernel_rows_short<VD, 2, double>},
+                                        {4, ukernel_short<VD, 4, double>, ukernel_rows_short<VD, 4, double>}}};
 
 }  // namespace pyconv
